@@ -1,0 +1,97 @@
+"""Runtime configuration: the only module that reads the environment."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every setting, read from environment variables (names are the upper-cased field names)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    # --- Redis / Celery -------------------------------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for state and dedup keys.")
+    broker_url: str | None = Field(None, description="Celery broker; defaults to REDIS_URL.")
+    key_prefix: str = Field("ib:", description="Prefix of every Redis key the bot writes.")
+    celery_visibility_timeout: int = Field(
+        900,
+        ge=60,
+        description="Seconds before an un-acked task is redelivered; longer than the longest task.",
+    )
+    enqueue_timeout_seconds: float = Field(
+        2.0, gt=0, description="How long the webhook waits for the broker before answering 503."
+    )
+    dedup_ttl_seconds: int = Field(
+        86_400, ge=60, description="How long a processed delivery's idempotency key is remembered."
+    )
+
+    # --- HTTP -----------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `incident-bot serve` binds.")
+    port: int = Field(8080, ge=1, le=65535, description="Port `incident-bot serve` binds.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest webhook body accepted; larger gets 413."
+    )
+
+    # --- Alertmanager auth ----------------------------------------------------------------------
+    alertmanager_token: SecretStr | None = Field(None, description="Bearer token Alertmanager sends.")
+    alertmanager_username: str | None = Field(None, description="Basic-auth user Alertmanager sends.")
+    alertmanager_password: SecretStr | None = Field(None, description="Basic-auth password.")
+    alertmanager_allow_anonymous: bool = Field(
+        False, description="Accept unauthenticated webhooks (never in production)."
+    )
+
+    # --- Logging --------------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- Files ----------------------------------------------------------------------------------
+    runbooks_dir: Path = REPO_ROOT / "runbooks"
+    templates_dir: Path = REPO_ROOT / "templates"
+
+    @model_validator(mode="after")
+    def _basic_auth_is_whole(self) -> Settings:
+        if (self.alertmanager_username is None) != (self.alertmanager_password is None):
+            raise ValueError("ALERTMANAGER_USERNAME and ALERTMANAGER_PASSWORD must be set together")
+        return self
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker URL Celery uses."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def alertmanager_auth_configured(self) -> bool:
+        """Whether any Alertmanager credential is set."""
+        return self.alertmanager_token is not None or self.alertmanager_username is not None
+
+    def secret_values(self) -> list[str]:
+        """Plain values of every secret, for the log redaction filter."""
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        return values
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment, turning validation errors into a ConfigError."""
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()
