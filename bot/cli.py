@@ -1,0 +1,242 @@
+"""`incident-bot`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.exceptions import RedisError
+
+from bot import __version__
+from bot.errors import ConfigError, IncidentBotError
+from bot.incidents.store import IncidentNotFound, IncidentStore
+from bot.logconfig import configure_logging
+from bot.models import Incident
+from bot.settings import Settings, get_settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _store(settings: Settings) -> IncidentStore:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+    return IncidentStore(client, prefix=settings.key_prefix, dedup_ttl=settings.dedup_ttl_seconds)
+
+
+# --- serve / worker / beat / dev ----------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the web app under uvicorn."""
+    import uvicorn
+
+    from bot.web.app import create_app
+
+    app = create_app(settings)
+    host, port = args.host or settings.host, args.port or settings.port
+    print(
+        f"incident-bot {__version__}: serving on http://{host}:{port} "
+        f"(Redis {redact_url(settings.redis_url)})"
+    )
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a Celery worker."""
+    from workers.celery_app import app
+
+    argv = ["worker", "-Q", args.queues, "--loglevel", settings.log_level, "--pool", args.pool]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
+    """Run Celery beat (the periodic scheduler)."""
+    from workers.celery_app import app
+
+    app.start(["beat", "--loglevel", settings.log_level, "--schedule", args.schedule_file])
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the web app and a worker in one process (local use)."""
+    import uvicorn
+
+    from bot.runtime import embedded_worker
+    from bot.web.app import create_app
+    from workers.celery_app import ALL_QUEUES, app
+
+    web = create_app(settings)
+    host, port = args.host or settings.host, args.port or settings.port
+    with embedded_worker(app, queues=ALL_QUEUES, pool="threads", concurrency=2, loglevel=settings.log_level):
+        print(
+            f"incident-bot {__version__} dev: web on http://{host}:{port}, worker on queues "
+            f"{', '.join(ALL_QUEUES)}, Redis {redact_url(settings.redis_url)}. Ctrl-C stops both."
+        )
+        uvicorn.run(web, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+# --- incidents ------------------------------------------------------------------------------------
+def _incident_row(i: Incident) -> str:
+    return (
+        f"{i.id:<9} {i.status.value:<12} {i.severity.value:<3} {i.firing_count:>3}/{len(i.alerts):<3} "
+        f"{i.created_at:%Y-%m-%d %H:%M:%S}  {i.title}"
+    )
+
+
+def cmd_incidents_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List incidents, newest first."""
+    incidents = _store(settings).recent(limit=args.limit, open_only=args.open)
+    if args.json:
+        print(json.dumps([i.model_dump(mode="json") for i in incidents], indent=2))
+        return 0
+    if not incidents:
+        print("no incidents" + (" open" if args.open else ""))
+        return 0
+    print(f"{'ID':<9} {'STATUS':<12} {'SEV':<3} {'FIRING':<7} {'CREATED (UTC)':<19}  TITLE")
+    for i in incidents:
+        print(_incident_row(i))
+    return 0
+
+
+def cmd_incidents_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Show one incident and its timeline."""
+    store = _store(settings)
+    incident = store.get(args.id.upper())
+    timeline = store.timeline(incident.id)
+    if args.json:
+        out = incident.model_dump(mode="json") | {"timeline": [t.model_dump(mode="json") for t in timeline]}
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{incident.id}  {incident.title}")
+    print(f"  status:    {incident.status.value}")
+    print(f"  severity:  {incident.severity.value} ({incident.severity_reason})")
+    print(f"  group:     {incident.group_key}")
+    print(f"  created:   {incident.created_at.isoformat()}")
+    if incident.resolved_at:
+        print(f"  resolved:  {incident.resolved_at.isoformat()}")
+    if incident.previous_incident:
+        print(f"  re-fire of {incident.previous_incident}")
+    if incident.truncated_alerts:
+        print(f"  alerts:    {len(incident.alerts)} known, {incident.truncated_alerts} more truncated")
+    print("  alerts:")
+    for a in incident.alerts.values():
+        print(f"    - {a.name} [{a.status.value}] since {a.starts_at.isoformat()}")
+    print("  timeline:")
+    for t in timeline:
+        print(f"    {t.at:%Y-%m-%d %H:%M:%S}  {t.kind:<15} {t.message}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Play the built-in scenario against an in-process bot."""
+    from bot.demo import run_demo
+
+    if settings.log_level == "INFO":
+        configure_logging("WARNING", settings.secret_values())  # the demo narrates; keep logs to problems
+    return run_demo(settings)
+
+
+def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the version."""
+    print(f"incident-bot {__version__}")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `incident-bot`."""
+    parser = argparse.ArgumentParser(
+        prog="incident-bot",
+        description="Incident automation for LLM inference on Kubernetes. Settings come from environment "
+        "variables (REDIS_URL, ALERTMANAGER_TOKEN, …); see the README's configuration table.",
+    )
+    parser.add_argument("--version", action="version", version=f"incident-bot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("serve", help="run the web app (webhooks, /healthz, /readyz, /metrics)")
+    p.add_argument("--host", help="bind address (default: HOST setting, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: PORT setting, 8080)")
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a Celery worker")
+    p.add_argument(
+        "--queues", default="alerts,runbooks,notifications", help="comma-separated queues (default: all)"
+    )
+    p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"], help="pool kind")
+    p.add_argument("--concurrency", type=int, help="worker processes/threads (default: CPU count)")
+    p.set_defaults(handler=cmd_worker)
+
+    p = sub.add_parser("beat", help="run the periodic scheduler (escalation and reminder timers)")
+    p.add_argument("--schedule-file", default="celerybeat-schedule", help="beat state file")
+    p.set_defaults(handler=cmd_beat)
+
+    p = sub.add_parser("dev", help="run web and worker in one process, for local use")
+    p.add_argument("--host", help="bind address (default: HOST setting)")
+    p.add_argument("--port", type=int, help="port (default: PORT setting)")
+    p.set_defaults(handler=cmd_dev)
+
+    inc = sub.add_parser("incidents", help="list and inspect incidents")
+    isub = inc.add_subparsers(dest="incidents_command", metavar="ACTION", required=True)
+    p = isub.add_parser("list", help="list incidents, newest first")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--open", action="store_true", help="only incidents not yet resolved")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.set_defaults(handler=cmd_incidents_list)
+    p = isub.add_parser("show", help="one incident with its timeline")
+    p.add_argument("id", help="incident id, e.g. INC-0042")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_incidents_show)
+
+    p = sub.add_parser("demo", help="play the built-in scenario against an in-process bot and print it")
+    p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(handler=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `incident-bot` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.secret_values())
+        code: int = args.handler(args, settings)
+        return code
+    except ConfigError as exc:
+        print(f"incident-bot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except IncidentNotFound as exc:
+        print(f"incident-bot: {exc}", file=sys.stderr)
+        return 1
+    except RedisError as exc:
+        url = redact_url(get_settings().redis_url)
+        print(f"incident-bot: cannot reach Redis at {url} (REDIS_URL): {exc}", file=sys.stderr)
+        return 1
+    except IncidentBotError as exc:
+        print(f"incident-bot: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Incidents: lifecycle decisions (pure) and their Redis store."""

@@ -1,0 +1,206 @@
+"""The ASGI application: webhook receivers, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from bot import __version__
+from bot.errors import BrokerUnavailable, ConfigError
+from bot.incidents.store import IncidentStore
+from bot.models import AlertmanagerWebhook
+from bot.settings import Settings
+from bot.web.auth import alertmanager_authorized
+from bot.web.metrics import StoreCollector, WebMetrics
+from bot.web.publisher import CeleryPublisher, Publisher
+
+log = logging.getLogger("incident_bot.web")
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeded the configured limit."""
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it grows past `limit` bytes (chunked bodies too)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    publisher: Publisher | None = None,
+    redis_client: redis.Redis | None = None,
+) -> FastAPI:
+    """Build the web app; raises ConfigError when Alertmanager auth is neither configured nor waived."""
+    if not settings.alertmanager_auth_configured and not settings.alertmanager_allow_anonymous:
+        raise ConfigError(
+            "no Alertmanager credentials: set ALERTMANAGER_TOKEN (or ALERTMANAGER_USERNAME and "
+            "ALERTMANAGER_PASSWORD); ALERTMANAGER_ALLOW_ANONYMOUS=true waives this for local tests only"
+        )
+    client = redis_client or redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.enqueue_timeout_seconds,
+        socket_connect_timeout=settings.enqueue_timeout_seconds,
+    )
+    store = IncidentStore(client, prefix=settings.key_prefix, dedup_ttl=settings.dedup_ttl_seconds)
+    pub = publisher or CeleryPublisher(settings)
+    metrics = WebMetrics()
+    broker = redis.Redis.from_url(settings.effective_broker_url, socket_timeout=2, socket_connect_timeout=2)
+    metrics.registry.register(StoreCollector(store, broker))
+
+    app = FastAPI(
+        title="llmd-incident-bot",
+        version=__version__,
+        description="Receives Alertmanager, Slack and PagerDuty webhooks and turns them into incidents.",
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.metrics = metrics
+
+    @app.post(
+        "/alertmanager",
+        summary="Alertmanager webhook receiver (payload version 4)",
+        status_code=202,
+        responses={
+            202: {"description": "Queued (or already processed: status=duplicate)."},
+            400: {"description": "Body is not JSON."},
+            401: {"description": "Missing or wrong credentials."},
+            413: {"description": "Body larger than MAX_BODY_BYTES."},
+            422: {"description": "JSON that is not a valid v4 payload; names the field."},
+            503: {"description": "Broker unreachable; Alertmanager retries."},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/AlertmanagerWebhook"}}
+                },
+            }
+        },
+    )
+    async def alertmanager(request: Request) -> Response:
+        count = metrics.webhooks.labels
+        if not alertmanager_authorized(settings, request.headers.get("authorization")):
+            count("alertmanager", "unauthorized").inc()
+            log.warning(
+                "alertmanager webhook refused: bad or missing credentials from %s",
+                request.client.host if request.client else "?",
+            )
+            return JSONResponse(
+                {"error": "unauthorized: send the configured Bearer token or basic-auth credentials"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="incident-bot", Basic realm="incident-bot"'},
+            )
+        try:
+            body = await read_limited_body(request, settings.max_body_bytes)
+        except BodyTooLarge:
+            count("alertmanager", "too_large").inc()
+            return _error(413, f"body larger than {settings.max_body_bytes} bytes (MAX_BODY_BYTES)")
+        try:
+            raw = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            count("alertmanager", "bad_request").inc()
+            return _error(400, f"body is not valid JSON: {exc}")
+        try:
+            webhook = AlertmanagerWebhook.model_validate(raw)
+        except ValidationError as exc:
+            count("alertmanager", "invalid").inc()
+            details = _field_errors(exc)
+            first = details[0]
+            return _error(
+                422, f"invalid Alertmanager payload: {first['field']}: {first['message']}", details=details
+            )
+
+        key = webhook.idempotency_key()
+        started = time.perf_counter()
+        try:
+            if await run_in_threadpool(store.delivered, key):
+                count("alertmanager", "duplicate").inc()
+                return JSONResponse({"status": "duplicate", "idempotency_key": key}, status_code=200)
+            await run_in_threadpool(pub.publish_alert_group, webhook.model_dump(mode="json"), key)
+        except (BrokerUnavailable, RedisError) as exc:
+            count("alertmanager", "unavailable").inc()
+            log.error("alertmanager webhook not queued (503, Alertmanager will retry): %s", exc)
+            return JSONResponse(
+                {"error": "broker unavailable; retry later"}, status_code=503, headers={"Retry-After": "1"}
+            )
+        metrics.enqueue_seconds.observe(time.perf_counter() - started)
+        count("alertmanager", "queued").inc()
+        log.info(
+            "alertmanager webhook queued: group=%s status=%s alerts=%d truncated=%d key=%s",
+            webhook.groupKey[:120],
+            webhook.status.value,
+            len(webhook.alerts),
+            webhook.truncatedAlerts,
+            key[:12],
+        )
+        return JSONResponse({"status": "queued", "idempotency_key": key}, status_code=202)
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: Redis answers")
+    async def readyz() -> Response:
+        try:
+            await run_in_threadpool(client.ping)
+        except RedisError as exc:
+            return _error(503, f"redis unreachable: {exc}")
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", summary="The bot's own Prometheus metrics")
+    async def metrics_endpoint() -> Response:
+        payload = await run_in_threadpool(generate_latest, metrics.registry)
+        return PlainTextResponse(payload, media_type=CONTENT_TYPE_LATEST)
+
+    _install_openapi(app)
+    return app
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Add the webhook body schemas to the generated OpenAPI document (for fuzzers and clients)."""
+    original = app.openapi
+    webhook_schema = AlertmanagerWebhook.model_json_schema(ref_template="#/components/schemas/{model}")
+    components: dict[str, Any] = dict(webhook_schema.pop("$defs", {}))
+    components["AlertmanagerWebhook"] = webhook_schema
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,52 @@
+"""Celery tasks. Thin: load state, call into `bot`, save state."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import redis
+from celery import Task
+
+from bot.errors import TransientError
+from bot.incidents.store import IncidentStore
+from bot.models import AlertmanagerWebhook
+from bot.settings import get_settings
+from workers.celery_app import TASK_PROCESS_ALERT_GROUP, app
+
+log = logging.getLogger("incident_bot.worker")
+
+
+@functools.lru_cache(maxsize=1)
+def incident_store() -> IncidentStore:
+    """The worker process's incident store."""
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    return IncidentStore(client, prefix=settings.key_prefix, dedup_ttl=settings.dedup_ttl_seconds)
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=TASK_PROCESS_ALERT_GROUP,
+    bind=True,
+    autoretry_for=(TransientError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=10,
+)
+def process_alert_group(self: Task, payload: dict[str, object], delivery_key: str) -> str:
+    """Apply one Alertmanager notification to its group's incident (exactly once per delivery key)."""
+    webhook = AlertmanagerWebhook.model_validate(payload)
+    store = incident_store()
+    result = store.apply_notification(webhook, delivery_key)
+    store.count_task("process_alert_group", str(result.outcome))
+    log.info(
+        "alert group applied: outcome=%s incident=%s group_status=%s alerts=%d key=%s attempt=%d",
+        result.outcome,
+        result.incident_id,
+        webhook.status.value,
+        len(webhook.alerts),
+        delivery_key[:12],
+        self.request.retries,
+    )
+    return str(result.outcome)
