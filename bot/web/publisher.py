@@ -41,6 +41,10 @@ class CeleryPublisher:
                 routing_key=QUEUE_ALERTS,
                 retry=True,
                 retry_policy=self._retry_policy,
+                # a short repr: Celery would otherwise saferepr() the whole payload on every publish
+                # (a third of the publish cost) and print alert text in worker logs
+                argsrepr=f"(<alertmanager notification>, {delivery_key[:12]!r})",
+                kwargsrepr="{}",
             )
         except (OperationalError, KombuError, RedisError, OSError) as exc:
             raise BrokerUnavailable(f"broker did not accept the task: {exc}") from exc
