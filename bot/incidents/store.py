@@ -166,10 +166,6 @@ class IncidentStore:
         self._r.hincrby(self.key("stats", "tasks"), f"{task}:{outcome}", 1)
 
     # --- reads ---------------------------------------------------------------------------------
-    def delivered(self, delivery_key: str) -> bool:
-        """Whether a notification with this idempotency key was already applied."""
-        return bool(self._r.exists(self.key("delivery", delivery_key)))
-
     def get(self, incident_id: str) -> Incident:
         """The incident with this id; raises IncidentNotFound."""
         raw = self._r.get(self.key("inc", incident_id))
