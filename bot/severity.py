@@ -435,7 +435,9 @@ def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
     parent: int | str | None = None
     for key in loc:
         item: Any = None
-        if isinstance(key, int):
+        if key == "[key]":  # pydantic's marker for an invalid mapping key
+            out += " (key)"
+        elif isinstance(key, int):
             out += f"[{key}]"
             item = node[key] if isinstance(node, list) and 0 <= key < len(node) else None
             if parent == "rules" and isinstance(item, dict) and isinstance(item.get("name"), str):
@@ -454,8 +456,9 @@ def parse_policy(text: str, source: str = "<policy>") -> SeverityPolicy:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source}{where}: not valid YAML: {exc}") from exc
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}{where}: not valid YAML: {problem}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the severity policy must be a YAML mapping")
     try:
