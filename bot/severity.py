@@ -507,8 +507,10 @@ class AlertView:
     @classmethod
     def from_alert(cls, alert: Mapping[str, Any]) -> AlertView:
         """Build from one Alertmanager alert object (``labels`` and ``annotations`` maps)."""
-        labels = alert.get("labels") or {}
-        annotations = alert.get("annotations") or {}
+        labels = alert.get("labels")
+        annotations = alert.get("annotations")
+        labels = {} if labels is None else labels
+        annotations = {} if annotations is None else annotations
         if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping):
             raise ValueError("alert labels and annotations must be JSON objects")
         return cls(
