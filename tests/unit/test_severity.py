@@ -327,6 +327,10 @@ def test_injection_stays_inside_the_literal() -> None:
     assert query == 'sum(up{namespace="x\\"} or vector(1000) or up{a=\\""})'
 
 
+def test_substituted_values_are_not_expanded_again() -> None:
+    assert render_query("x{namespace=$namespace}", {"namespace": "$namespace"}) == 'x{namespace="$namespace"}'
+
+
 def test_render_query_substitutes_only_placeholders() -> None:
     template = 'sum(x{namespace=$namespace, pod=~"a.*"}) + $${not a placeholder}'
     assert query_placeholders(template) == ("namespace",)
