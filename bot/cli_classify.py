@@ -76,12 +76,12 @@ class HttpxPrometheusSource:
 def _reduce(data: Mapping[str, Any]) -> float | None:
     kind = data.get("resultType")
     result = data.get("result")
-    if kind == "scalar" and isinstance(result, list):
-        values = [float(result[1])]
-    elif kind == "vector" and isinstance(result, list):
-        values = [float(item["value"][1]) for item in result]
-    else:
+    if kind not in ("scalar", "vector") or not isinstance(result, list):
         raise PermanentError(f"expected an instant vector or scalar, got {kind!r}")
+    try:
+        values = [float(result[1])] if kind == "scalar" else [float(item["value"][1]) for item in result]
+    except (LookupError, TypeError, ValueError) as exc:
+        raise PermanentError(f"malformed {kind} result from prometheus: {exc!r}") from exc
     known = [v for v in values if not math.isnan(v)]
     return max(known) if known else None
 
@@ -190,7 +190,8 @@ def run_classify(
             source.close()
     overall = most_severe_classification(c for _, c, _ in results)
     if args.json:
-        print(json.dumps(_as_json(overall, results, policy, args.prometheus), indent=2), file=out)
+        document = _finite(_as_json(overall, results, policy, args.prometheus))
+        print(json.dumps(document, indent=2, allow_nan=False), file=out)
     else:
         _print_text(out, overall, results, policy, args.prometheus)
     return EXIT_OK
@@ -229,6 +230,17 @@ def _print_text(
         signals = results[0][2] or {}
         shown = ", ".join(f"{k}={'n/a' if v is None else f'{v:.6g}'}" for k, v in signals.items())
         print(f"signals ({prometheus}): {shown}", file=out)
+
+
+def _finite(value: Any) -> Any:
+    """*value* with every non-finite float replaced by None, so the output is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _as_json(

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
-from bot.cli_classify import EXIT_BAD_INPUT, EXIT_OK, add_classify_parser, read_alerts
+from bot.cli_classify import EXIT_BAD_INPUT, EXIT_OK, HttpxPrometheusSource, add_classify_parser, read_alerts
+from bot.errors import PermanentError, TransientError
 
 FIRING_ENDS = "0001-01-01T00:00:00Z"
 
@@ -173,3 +176,69 @@ def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_alert_label_values_are_strings() -> None:
     [alert] = read_alerts(json.dumps({"labels": {"alertname": "X", "replicas": 3}}))
     assert alert.labels == {"alertname": "X", "replicas": "3"}
+
+
+# ---- the httpx SignalSource stand-in, against canned Prometheus answers -------------------------
+
+
+def _source(handler: Callable[[httpx.Request], httpx.Response]) -> HttpxPrometheusSource:
+    return HttpxPrometheusSource(
+        "http://prom.test/", client=httpx.Client(transport=httpx.MockTransport(handler))
+    )
+
+
+def _vector(*values: str) -> dict[str, object]:
+    result = [{"metric": {"pod": f"p{i}"}, "value": [1.0, v]} for i, v in enumerate(values)]
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (_vector("12.5"), 12.5),
+        (_vector("0.2", "0.9", "NaN"), 0.9),  # several series: the largest
+        (_vector(), None),
+        (_vector("NaN"), None),
+        ({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "3"]}}, 3.0),
+    ],
+)
+def test_httpx_source_reduces_results(body: dict[str, object], expected: float | None) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=body)
+
+    assert _source(handler).query_value('up{namespace="a"}') == expected
+    assert seen[0].url.path == "/api/v1/query"
+    assert seen[0].url.params["query"] == 'up{namespace="a"}'
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (503, {"status": "error", "error": "busy"}, TransientError),
+        (429, {}, TransientError),
+        (400, {"status": "error", "errorType": "bad_data", "error": "parse error"}, PermanentError),
+        (200, {"status": "success", "data": {"resultType": "matrix", "result": []}}, PermanentError),
+        (
+            200,
+            {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}}]}},
+            PermanentError,
+        ),
+    ],
+)
+def test_httpx_source_errors_are_the_projects(
+    status: int, body: dict[str, object], error: type[Exception]
+) -> None:
+    source = _source(lambda _request: httpx.Response(status, json=body))
+    with pytest.raises(error):
+        source.query_value("up")
+
+
+def test_httpx_source_network_error_is_transient() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(TransientError, match="prometheus query failed"):
+        _source(handler).query_value("up")
