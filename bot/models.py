@@ -1,4 +1,7 @@
-"""Value objects: the Alertmanager webhook (v4), incidents and their timeline entries."""
+"""Value objects: the Alertmanager webhook (v4), incidents and their timeline entries.
+
+`Severity` lives in bot.severity with the policy and is re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from bot.severity import Severity as Severity  # re-exported
 
 #: Alertmanager sends this for the endsAt of an alert that is still firing.
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
@@ -94,15 +99,6 @@ class IncidentStatus(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     MITIGATING = "mitigating"
     RESOLVED = "resolved"
-
-
-class Severity(StrEnum):
-    """Incident severity, P0 (critical) to P3 (low)."""
-
-    P0 = "P0"
-    P1 = "P1"
-    P2 = "P2"
-    P3 = "P3"
 
 
 class AlertState(BaseModel):

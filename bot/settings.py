@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +57,17 @@ class Settings(BaseSettings):
     # --- Files ----------------------------------------------------------------------------------
     runbooks_dir: Path = REPO_ROOT / "runbooks"
     templates_dir: Path = REPO_ROOT / "templates"
+    severity_policy: Path = Field(
+        REPO_ROOT / "bot" / "policy" / "severity.yaml",
+        description="Severity policy YAML (levels, signals, rules); the shipped default is bot/policy/.",
+    )
+
+    # --- Incident lifecycle ---------------------------------------------------------------------
+    reopen_window_seconds: int = Field(
+        1800,
+        ge=0,
+        description="How long after resolution a firing alert reopens the incident instead of a new one.",
+    )
 
     @model_validator(mode="after")
     def _basic_auth_is_whole(self) -> Settings:
@@ -72,6 +84,11 @@ class Settings(BaseSettings):
     def alertmanager_auth_configured(self) -> bool:
         """Whether any Alertmanager credential is set."""
         return self.alertmanager_token is not None or self.alertmanager_username is not None
+
+    @property
+    def reopen_window(self) -> timedelta:
+        """REOPEN_WINDOW_SECONDS as a timedelta."""
+        return timedelta(seconds=self.reopen_window_seconds)
 
     def secret_values(self) -> list[str]:
         """Plain values of every secret, for the log redaction filter."""

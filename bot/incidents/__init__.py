@@ -1,1 +1,1 @@
-"""Incidents: lifecycle decisions (pure) and their Redis store."""
+"""Incidents: lifecycle (pure transition table), intake decisions and their Redis store."""

@@ -15,28 +15,42 @@ from bot.models import (
     IncidentStatus,
     Severity,
 )
+from bot.severity import (
+    AlertView,
+    SeverityPolicy,
+    SignalSource,
+    classify,
+    fetch_signals,
+    most_severe_classification,
+)
 
 #: Classifies a notification into a severity and a human reason.
 Classifier = Callable[[AlertmanagerWebhook], tuple[Severity, str]]
 
-_LABEL_SEVERITY = {
-    "critical": Severity.P1,
-    "page": Severity.P1,
-    "error": Severity.P2,
-    "warning": Severity.P2,
-    "info": Severity.P3,
-}
 
+def policy_classifier(policy: SeverityPolicy, source: SignalSource | None = None) -> Classifier:
+    """A Classifier applying the severity policy to every alert of a group; the worst one wins.
 
-def classify_by_label(webhook: AlertmanagerWebhook) -> tuple[Severity, str]:
-    """Severity from the alerts' `severity` label alone (the policy engine refines this)."""
-    best: tuple[Severity, str] | None = None
-    for alert in webhook.alerts:
-        value = alert.labels.get("severity", "").lower()
-        sev = _LABEL_SEVERITY.get(value)
-        if sev is not None and (best is None or sev < best[0]):
-            best = (sev, f"{sev.value} from label severity={value!r} on alert {alert.name}")
-    return best or (Severity.P3, "P3 by default: no alert carries a known severity label")
+    With no signal source it classifies on labels alone (and the explanation says so). Signals are
+    fetched once per distinct set of query labels, not once per alert.
+    """
+
+    def classify_group(webhook: AlertmanagerWebhook) -> tuple[Severity, str]:
+        cache: dict[tuple[tuple[str, str], ...], dict[str, float | None]] = {}
+        results = []
+        for alert in webhook.alerts:
+            view = AlertView(labels=alert.labels, annotations=alert.annotations)
+            signals = None
+            if source is not None:
+                scope = tuple((name, alert.labels.get(name, "")) for name in policy.query_labels)
+                if scope not in cache:
+                    cache[scope] = fetch_signals(view, policy, source)
+                signals = cache[scope]
+            results.append(classify(view, signals, policy))
+        worst = most_severe_classification(results)
+        return worst.severity, worst.explanation
+
+    return classify_group
 
 
 class Outcome(StrEnum):
@@ -91,7 +105,7 @@ def decide(
     *,
     now: datetime,
     new_id: Callable[[], str],
-    classify: Classifier = classify_by_label,
+    classify: Classifier,
 ) -> Decision:
     """Decide what `webhook` does given the group's latest incident (open or resolved, or none)."""
     incoming = _alert_states(webhook)

@@ -29,8 +29,10 @@ import redis
 from redis.exceptions import LockError, RedisError
 
 from bot.errors import PermanentError, TransientError
-from bot.incidents.intake import Classifier, Outcome, classify_by_label, decide
+from bot.incidents.intake import Classifier, Outcome, decide, policy_classifier
 from bot.models import AlertmanagerWebhook, Incident, IncidentStatus, TimelineEntry, group_id
+from bot.settings import get_settings
+from bot.severity import load_policy
 
 
 class IncidentNotFound(PermanentError):
@@ -64,13 +66,13 @@ class IncidentStore:
         *,
         prefix: str = "ib:",
         dedup_ttl: int = 86_400,
-        classify: Classifier = classify_by_label,
+        classify: Classifier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._r = client
         self._p = prefix
         self._dedup_ttl = dedup_ttl
-        self._classify = classify
+        self._classify = classify or policy_classifier(load_policy(get_settings().severity_policy))
         self._clock = clock
 
     # --- keys ----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def test_demo_plays_the_scenario(redis_client: redis.Redis) -> None:
         check=False,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "HTTP 401" in r.stdout
+    assert "HTTP 401" in r.stdout, r.stdout + r.stderr
     assert "[resolved]" in r.stdout
     assert "opened" in r.stdout and "alerts_changed" in r.stdout
     # the demo's incident is in the store, resolved, with no duplicate from the repeated delivery

@@ -76,7 +76,8 @@ def test_alerts_posted_to_alertmanager_become_an_incident_then_resolve(
         incident = store.get(incident.id)
         assert incident.group_key == '{}:{alertname="VLLMServiceDown", namespace="llm-d"}'
         assert incident.receiver == "incident-bot"
-        assert incident.severity.value == "P1"
+        assert incident.severity.value == "P0"
+        assert "outage-alert" in incident.severity_reason
         assert {a.labels["pod"] for a in incident.alerts.values()} == {"vllm-decode-0", "vllm-decode-1"}
 
         ended = datetime.now(UTC) - timedelta(seconds=1)

@@ -29,7 +29,7 @@ def test_incidents_list_and_show(store: IncidentStore, capsys: pytest.CaptureFix
     assert "INC-0001" in out and "resolved" in out and "P1" in out
     assert main(["incidents", "show", "inc-0001"]) == 0
     out = capsys.readouterr().out
-    assert "opened" in out and "resolved" in out and "severity='critical'" in out
+    assert "opened" in out and "resolved" in out and "critical-alert" in out
     assert main(["incidents", "show", "INC-0001", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [t["kind"] for t in data["timeline"]] == ["opened", "resolved"]
@@ -74,7 +74,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("serve", "worker", "beat", "dev", "incidents", "demo"):
+    for command in ("serve", "worker", "beat", "dev", "incidents", "classify", "demo"):
         assert command in out
 
 
