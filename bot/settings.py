@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # --- vLLM serving tier ----------------------------------------------------------------------
     vllm_endpoints: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Static vLLM server base URLs (comma-separated or a JSON list); callers may pass pod URLs.",
+        description="Static vLLM server base URLs, comma-separated or a JSON list.",
     )
     vllm_api_key: SecretStr | None = Field(None, description="Bearer key the vLLM servers require on /v1.")
     vllm_connect_timeout_seconds: float = Field(2.0, gt=0, le=60, description="TCP connect timeout.")
