@@ -182,6 +182,22 @@ def compute_load(
     return LoadState(share, capacity, running, waiting, kv, queue, ttft, e2e)
 
 
+class ReplicaCount:
+    """A settable ready-replica count to pass as ``replicas=`` (call it to read, ``set()`` to change)."""
+
+    def __init__(self, value: int = 1) -> None:
+        self._value = value
+
+    def __call__(self) -> int:
+        return self._value
+
+    def set(self, value: int) -> None:
+        """Change the count (as if the Deployment scaled and its pods became ready)."""
+        if value < 0:
+            raise ValueError("replicas cannot be negative")
+        self._value = value
+
+
 class _Histogram:
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(bounds)
