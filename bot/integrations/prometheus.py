@@ -162,7 +162,8 @@ class PrometheusClient:
 
     def _server_timeout(self) -> dict[str, str]:
         # Ask Prometheus to give up before our client does, so a slow query reads as a 503.
-        return {"timeout": f"{max(0.1, self.timeout * 0.9):.1f}s"}
+        # Prometheus durations take no fractions ("4.5s" is a 400): send whole milliseconds.
+        return {"timeout": f"{max(100, int(self.timeout * 900))}ms"}
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
