@@ -803,8 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for url in fleet.urls:
         print(url, flush=True)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if args.scenario:
             from bot.sandbox.scenario import ScenarioPlayer, load_scenario
@@ -812,6 +811,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ScenarioPlayer(load_scenario(args.scenario), fleet).play(stop=stop)
         stop.wait(args.duration)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         with contextlib.suppress(Exception):
             fleet.stop()
     return 0

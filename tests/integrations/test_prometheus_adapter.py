@@ -144,8 +144,8 @@ def test_unreachable_prometheus_is_transient() -> None:
 
 def test_settings_wiring() -> None:
     with pytest.raises(ConfigError, match="PROMETHEUS_URL"):
-        PrometheusClient.from_settings(Settings())  # type: ignore[call-arg]
-    settings = Settings(prometheus_url="http://127.0.0.1:9090/", prometheus_timeout_seconds=3)  # type: ignore[call-arg]
+        PrometheusClient.from_settings(Settings())
+    settings = Settings(prometheus_url="http://127.0.0.1:9090/", prometheus_timeout_seconds=3)
     client = PrometheusClient.from_settings(settings)
     assert client.url == "http://127.0.0.1:9090" and client.timeout == 3
     client.close()

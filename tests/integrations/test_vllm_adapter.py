@@ -217,7 +217,7 @@ async def test_fanout_is_bounded_and_keeps_failures_apart() -> None:
 
 
 def test_sync_wrapper_uses_settings(emulator: VLLMEmulator) -> None:
-    settings = Settings(vllm_endpoints=[emulator.url], vllm_read_timeout_seconds=3)  # type: ignore[call-arg]
+    settings = Settings(vllm_endpoints=[emulator.url], vllm_read_timeout_seconds=3)
 
     async def check(vllm: VLLMClient) -> list[HealthState]:
         return [r.state for r in await vllm.health_all(settings.vllm_endpoints)]
@@ -230,4 +230,4 @@ def test_bad_url_is_permanent() -> None:
         return await vllm.metrics("ftp://127.0.0.1:1")
 
     with pytest.raises(PermanentError, match="not http"):
-        run_sync(call, Settings())  # type: ignore[call-arg]
+        run_sync(call, Settings())
