@@ -282,3 +282,9 @@ def test_cli_serves_for_a_duration(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(urls) == 2 and all(u.startswith("http://127.0.0.1:") for u in urls)
     with pytest.raises(httpx.ConnectError):
         httpx.get(urls[0] + "/health")
+
+
+def test_cli_plays_a_shipped_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--scenario", "bad-rollout", "--speed", "100", "--duration", "1.5"]) == 0
+    urls = capsys.readouterr().out.split()
+    assert len(urls) == 3  # the scenario's pod count
