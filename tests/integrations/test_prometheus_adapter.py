@@ -51,9 +51,11 @@ def prometheus(cluster: Cluster) -> Iterator[PrometheusClient]:
 
 
 def test_instant_query_returns_typed_samples(cluster: Cluster, prometheus: PrometheusClient) -> None:
-    samples = prometheus.query(f'vllm:num_requests_waiting{{model_name="{MODEL_A}"}}')
     wait_until(lambda: len(prometheus.query("vllm:num_requests_waiting")) == 3, timeout=15, what="3 series")
-    assert {s.labels["instance"] for s in samples} <= {u.removeprefix("http://") for u in cluster.fleet.urls}
+    samples = prometheus.query(f'vllm:num_requests_waiting{{model_name="{MODEL_A}"}}')
+    assert len(samples) == 2
+    pool_a = {u.removeprefix("http://") for u in cluster.fleet.urls[:2]}
+    assert {s.labels["instance"] for s in samples} == pool_a
     for sample in samples:
         assert sample.name == "vllm:num_requests_waiting"
         assert sample.labels["job"] == "vllm"
