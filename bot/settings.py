@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
 
@@ -51,6 +52,35 @@ class Settings(BaseSettings):
         False, description="Accept unauthenticated webhooks (never in production)."
     )
 
+    # --- Prometheus -----------------------------------------------------------------------------
+    prometheus_url: str | None = Field(
+        None, description="Prometheus HTTP API base URL; unset means live PromQL checks are unavailable."
+    )
+    prometheus_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Client timeout of one Prometheus API request."
+    )
+    prometheus_retries: int = Field(
+        1, ge=0, le=5, description="Retries of a Prometheus request on connection errors and 5xx."
+    )
+
+    # --- vLLM serving tier ----------------------------------------------------------------------
+    vllm_endpoints: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Static vLLM server base URLs, comma-separated or a JSON list.",
+    )
+    vllm_api_key: SecretStr | None = Field(None, description="Bearer key the vLLM servers require on /v1.")
+    vllm_connect_timeout_seconds: float = Field(2.0, gt=0, le=60, description="TCP connect timeout.")
+    vllm_read_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="Read timeout of one vLLM HTTP request (and of each stream chunk)."
+    )
+    vllm_warmup_timeout_seconds: float = Field(
+        60.0, gt=0, le=1800, description="Overall deadline of one warmup completion."
+    )
+    vllm_max_concurrency: int = Field(
+        16, ge=1, le=256, description="Most vLLM servers contacted at once when fanning out."
+    )
+    vllm_warmup_max_tokens: int = Field(4, ge=1, le=64, description="max_tokens of the warmup completion.")
+
     # --- Logging --------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -68,6 +98,33 @@ class Settings(BaseSettings):
         ge=0,
         description="How long after resolution a firing alert reopens the incident instead of a new one.",
     )
+
+    @field_validator("vllm_endpoints", mode="before")
+    @classmethod
+    def _split_endpoints(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("vllm_endpoints")
+    @classmethod
+    def _endpoints_are_http(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"VLLM_ENDPOINTS entry {url!r} is not an http(s) URL")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus_is_http(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"PROMETHEUS_URL {value!r} is not an http(s) URL")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _basic_auth_is_whole(self) -> Settings:
