@@ -1,0 +1,1 @@
+"""Emulated llm-d cluster parts for demos, rehearsals and tests."""
