@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
 
@@ -42,6 +43,26 @@ class Settings(BaseSettings):
         1_048_576, ge=1024, description="Largest webhook body accepted; larger gets 413."
     )
 
+    # --- Kubernetes -----------------------------------------------------------------------------
+    kubeconfig: str | None = Field(
+        None,
+        description="Kubeconfig path(s) (the standard KUBECONFIG; ':'-separated); default ~/.kube/config.",
+    )
+    kube_context: str | None = Field(None, description="Kubeconfig context to use; default current-context.")
+    kube_config_mode: Literal["auto", "in-cluster", "kubeconfig"] = Field(
+        "auto", description="auto: in-cluster service account, falling back to the kubeconfig."
+    )
+    kube_field_manager: str = Field(
+        "llmd-incident-bot", min_length=1, max_length=128, description="fieldManager sent on every mutation."
+    )
+    kube_allowed_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces the bot may read and act in (comma-separated or a JSON list); empty: any.",
+    )
+    kube_request_timeout_seconds: float = Field(
+        15.0, gt=0, le=300, description="Timeout of one Kubernetes API request."
+    )
+
     # --- Alertmanager auth ----------------------------------------------------------------------
     alertmanager_token: SecretStr | None = Field(None, description="Bearer token Alertmanager sends.")
     alertmanager_username: str | None = Field(None, description="Basic-auth user Alertmanager sends.")
@@ -56,6 +77,16 @@ class Settings(BaseSettings):
     # --- Files ----------------------------------------------------------------------------------
     runbooks_dir: Path = REPO_ROOT / "runbooks"
     templates_dir: Path = REPO_ROOT / "templates"
+
+    @field_validator("kube_allowed_namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _basic_auth_is_whole(self) -> Settings:

@@ -157,9 +157,7 @@ def invalid(kind: str, name: str, causes: list[tuple[str, str]], group: str | No
     details: JSON = {
         "name": name,
         "kind": kind,
-        "causes": [
-            {"reason": "FieldValueInvalid", "message": msg, "field": fld} for fld, msg in causes
-        ],
+        "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": fld} for fld, msg in causes],
     }
     if group:
         details["group"] = group
@@ -274,7 +272,7 @@ def _field_value(obj: JSON, path: str) -> str:
 
 
 def parse_field_selector(kind: str, text: str | None) -> list[tuple[str, bool, str]]:
-    """Parse a field selector into (field, equal?, value) terms, refusing unsupported fields like the server."""
+    """Parse a field selector into (field, equal?, value) terms; unsupported fields get a 400."""
     if not text:
         return []
     allowed = {"metadata.name", "metadata.namespace"} | _FIELD_LABELS.get(kind, set())
@@ -290,9 +288,25 @@ def parse_field_selector(kind: str, text: str | None) -> list[tuple[str, bool, s
             raise bad_request(f"invalid selector: '{text}'; can't understand '{raw}'")
         name = name.strip()
         if name not in allowed:
-            raise bad_request(f'field label not supported: {name}')
+            raise bad_request(f"field label not supported: {name}")
         terms.append((name, equal, value.strip()))
     return terms
+
+
+def object_matcher(
+    kind: str, label_selector: str | None, field_selector: str | None
+) -> Callable[[JSON], bool]:
+    """A predicate for objects of ``kind`` matching both selectors (parse errors raise 400 at once)."""
+    requirements = parse_label_selector(label_selector)
+    fields = parse_field_selector(kind, field_selector)
+
+    def matches(obj: JSON) -> bool:
+        labels = obj["metadata"].get("labels") or {}
+        return all(req.matches(labels) for req in requirements) and all(
+            (_field_value(obj, name) == value) == equal for name, equal, value in fields
+        )
+
+    return matches
 
 
 # --- pod behaviour -------------------------------------------------------------------------------
@@ -413,7 +427,9 @@ def _default_container(container: JSON) -> None:
     container.setdefault("terminationMessagePolicy", "File")
     image = str(container.get("image", ""))
     untagged = "@" not in image and ":" not in image.rsplit("/", 1)[-1]
-    container.setdefault("imagePullPolicy", "Always" if untagged or image.endswith(":latest") else "IfNotPresent")
+    container.setdefault(
+        "imagePullPolicy", "Always" if untagged or image.endswith(":latest") else "IfNotPresent"
+    )
     resources = container.setdefault("resources", {})
     limits = resources.get("limits") or {}
     if limits:
@@ -469,13 +485,20 @@ def validate_deployment(deployment: JSON, old: JSON | None = None) -> None:
     if not name:
         causes.append(("metadata.name", "Required value: name or generateName is required"))
     elif not _DNS1123.match(name) or len(name) > 253:
-        causes.append(("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist '
-                       "of lower case alphanumeric characters, '-' or '.'"))
+        causes.append(
+            (
+                "metadata.name",
+                f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist '
+                "of lower case alphanumeric characters, '-' or '.'",
+            )
+        )
     spec = deployment.get("spec") or {}
     replicas = spec.get("replicas")
     if isinstance(replicas, bool) or not isinstance(replicas, int):
-        raise bad_request(f"json: cannot unmarshal {type(replicas).__name__} into Go struct field "
-                          "DeploymentSpec.spec.replicas of type int32")
+        raise bad_request(
+            f"json: cannot unmarshal {type(replicas).__name__} into Go struct field "
+            "DeploymentSpec.spec.replicas of type int32"
+        )
     if replicas < 0:
         causes.append(("spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0"))
     selector = spec.get("selector")
@@ -484,8 +507,12 @@ def validate_deployment(deployment: JSON, old: JSON | None = None) -> None:
     if not selector or not selector_string(selector):
         causes.append(("spec.selector", "Required value"))
     elif not selector_matches(selector, labels):
-        causes.append(("spec.template.metadata.labels", f"Invalid value: {_go_map(labels)}: `selector` does "
-                       "not match template `labels`"))
+        causes.append(
+            (
+                "spec.template.metadata.labels",
+                f"Invalid value: {_go_map(labels)}: `selector` does not match template `labels`",
+            )
+        )
     if old is not None and selector != (old.get("spec") or {}).get("selector"):
         causes.append(("spec.selector", f"Invalid value: {_go_selector(selector)}: field is immutable"))
     pod_spec = template.get("spec") or {}
@@ -499,8 +526,12 @@ def validate_deployment(deployment: JSON, old: JSON | None = None) -> None:
             causes.append((f"spec.template.spec.containers[{index}].image", "Required value"))
     restart = pod_spec.get("restartPolicy", "Always")
     if restart != "Always":
-        causes.append(("spec.template.spec.restartPolicy",
-                       f'Unsupported value: "{restart}": supported values: "Always"'))
+        causes.append(
+            (
+                "spec.template.spec.restartPolicy",
+                f'Unsupported value: "{restart}": supported values: "Always"',
+            )
+        )
     if causes:
         raise invalid("Deployment", name, causes)
 
@@ -525,7 +556,7 @@ class Cluster:
     def __init__(self, *, seed: int = 0, start: dt.datetime | None = None) -> None:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - deterministic names, not secrets
         self._objects: dict[str, dict[tuple[str, str], JSON]] = {kind: {} for kind in KINDS}
         self._rv = 1000
         self._seq = 0
@@ -596,13 +627,16 @@ class Cluster:
             listener(kind, event_type, snapshot)
         self.changed.notify_all()
 
-    def history_since(self, resource_version: int, kind: str, namespace: str | None) -> list[tuple[int, str, JSON]]:
+    def history_since(
+        self, resource_version: int, kind: str, namespace: str | None
+    ) -> list[tuple[int, str, JSON]]:
         """Watch events of ``kind`` (in ``namespace`` unless None) newer than ``resource_version``."""
         with self.lock:
             return [
                 (rv, etype, copy.deepcopy(obj))
                 for rv, etype, k, obj in self._history
-                if rv > resource_version and k == kind
+                if rv > resource_version
+                and k == kind
                 and (namespace is None or obj["metadata"].get("namespace") == namespace)
             ]
 
@@ -623,7 +657,7 @@ class Cluster:
                 raise not_found(kind, name)
             return copy.deepcopy(obj)
 
-    def list(
+    def list_objects(
         self,
         kind: str,
         namespace: str | None = None,
@@ -632,18 +666,13 @@ class Cluster:
     ) -> list[JSON]:
         """Copies of the objects of ``kind`` matching the namespace and selectors, in name order."""
         with self.lock:
-            requirements = parse_label_selector(label_selector)
-            fields = parse_field_selector(kind, field_selector)
+            matcher = object_matcher(kind, label_selector, field_selector)
             result = []
             for (ns, _name), obj in sorted(self._objects[kind].items()):
                 if namespace is not None and KINDS[kind][2] and ns != namespace:
                     continue
-                labels = obj["metadata"].get("labels") or {}
-                if not all(req.matches(labels) for req in requirements):
-                    continue
-                if not all((_field_value(obj, f) == v) == eq for f, eq, v in fields):
-                    continue
-                result.append(copy.deepcopy(obj))
+                if matcher(obj):
+                    result.append(copy.deepcopy(obj))
             return result
 
     def add_namespace(self, name: str) -> JSON:
@@ -702,8 +731,14 @@ class Cluster:
         if ("", namespace) not in self._objects["Namespace"]:
             raise not_found("Namespace", namespace)
 
-    def create_deployment(self, body: JSON, namespace: str | None = None, *, dry_run: bool = False,
-                          field_manager: str | None = None) -> JSON:
+    def create_deployment(
+        self,
+        body: JSON,
+        namespace: str | None = None,
+        *,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+    ) -> JSON:
         """Create a Deployment (POST semantics: defaults, validation, 409 if it exists)."""
         with self.lock:
             obj = copy.deepcopy(body)
@@ -733,7 +768,8 @@ class Cluster:
 
     def _set_managed(self, obj: JSON, manager: str, operation: str, subresource: str | None = None) -> None:
         entries = [
-            e for e in obj["metadata"].get("managedFields", [])
+            e
+            for e in obj["metadata"].get("managedFields", [])
             if not (e.get("manager") == manager and e.get("subresource") == subresource)
         ]
         entry: JSON = {
@@ -773,10 +809,19 @@ class Cluster:
                 raise conflict("Deployment", name)
             meta = new.get("metadata") or {}
             if meta.get("name", name) != name:
-                raise bad_request(f'the name of the object ({meta.get("name")}) does not match the name on the URL ({name})')
+                raise bad_request(
+                    f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+                )
             # Identity and status belong to the server.
-            for key in ("name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion",
-                        "managedFields"):
+            for key in (
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "resourceVersion",
+                "managedFields",
+            ):
                 if key in current["metadata"]:
                     meta[key] = current["metadata"][key]
             new["metadata"] = meta
@@ -795,19 +840,38 @@ class Cluster:
             self.reconcile()
             return self.get("Deployment", namespace, name)
 
-    def patch_deployment(self, namespace: str, name: str, patch_type: str, patch: Any, *,
-                         dry_run: bool = False, field_manager: str | None = None) -> JSON:
+    def patch_deployment(
+        self,
+        namespace: str,
+        name: str,
+        patch_type: str,
+        patch: Any,
+        *,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+    ) -> JSON:
         """PATCH a Deployment with a json / merge / strategic-merge patch body."""
         return self.update_deployment(
-            namespace, name, lambda obj: apply_patch(obj, patch_type, patch),
-            dry_run=dry_run, field_manager=field_manager,
+            namespace,
+            name,
+            lambda obj: apply_patch(obj, patch_type, patch),
+            dry_run=dry_run,
+            field_manager=field_manager,
         )
 
-    def replace_deployment(self, namespace: str, name: str, body: JSON, *, dry_run: bool = False,
-                           field_manager: str | None = None) -> JSON:
+    def replace_deployment(
+        self,
+        namespace: str,
+        name: str,
+        body: JSON,
+        *,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+    ) -> JSON:
         """PUT a Deployment."""
-        return self.update_deployment(namespace, name, lambda _obj: copy.deepcopy(body),
-                                      dry_run=dry_run, field_manager=field_manager)
+        return self.update_deployment(
+            namespace, name, lambda _obj: copy.deepcopy(body), dry_run=dry_run, field_manager=field_manager
+        )
 
     def delete_deployment(self, namespace: str, name: str, *, dry_run: bool = False) -> JSON:
         """Delete a Deployment and (background cascade, done at once) its ReplicaSets and pods."""
@@ -834,7 +898,9 @@ class Cluster:
         return {
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")},
+            "metadata": {
+                k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            },
             "spec": {"replicas": dep["spec"]["replicas"]},
             "status": {
                 "replicas": dep.get("status", {}).get("replicas", 0),
@@ -842,8 +908,15 @@ class Cluster:
             },
         }
 
-    def update_scale(self, namespace: str, name: str, mutate: Callable[[JSON], JSON], *, dry_run: bool = False,
-                     field_manager: str | None = None) -> JSON:
+    def update_scale(
+        self,
+        namespace: str,
+        name: str,
+        mutate: Callable[[JSON], JSON],
+        *,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+    ) -> JSON:
         """Apply ``mutate`` to the Scale and set the Deployment's replicas from it."""
         with self.lock:
             scale = self.scale_of(namespace, name)
@@ -853,10 +926,16 @@ class Cluster:
                 raise ApiError(422, "Invalid", str(exc)) from exc
             replicas = (new.get("spec") or {}).get("replicas", 0)
             if isinstance(replicas, bool) or not isinstance(replicas, int):
-                raise bad_request("json: cannot unmarshal into Go struct field ScaleSpec.spec.replicas of type int32")
+                raise bad_request(
+                    "json: cannot unmarshal into Go struct field ScaleSpec.spec.replicas of type int32"
+                )
             if replicas < 0:
-                raise invalid("Scale", name, [("spec.replicas", f"Invalid value: {replicas}: must be greater than "
-                                               "or equal to 0")], group="autoscaling")
+                raise invalid(
+                    "Scale",
+                    name,
+                    [("spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0")],
+                    group="autoscaling",
+                )
             sent_rv = (new.get("metadata") or {}).get("resourceVersion")
             if sent_rv and sent_rv != scale["metadata"]["resourceVersion"]:
                 raise conflict("Deployment", name)
@@ -866,8 +945,14 @@ class Cluster:
                 dep["metadata"].pop("resourceVersion", None)
                 return dep
 
-            dep = self.update_deployment(namespace, name, set_replicas, dry_run=dry_run,
-                                         field_manager=field_manager, subresource="scale")
+            dep = self.update_deployment(
+                namespace,
+                name,
+                set_replicas,
+                dry_run=dry_run,
+                field_manager=field_manager,
+                subresource="scale",
+            )
             result = self._scale(dep)
             return result
 
@@ -890,16 +975,24 @@ class Cluster:
         self._remove("Pod", *key)
         self._runtime.pop(key, None)
 
-    def pod_logs(self, namespace: str, name: str, container: str | None = None, tail_lines: int | None = None,
-                 previous: bool = False) -> str:
+    def pod_logs(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None = None,
+        tail_lines: int | None = None,
+        previous: bool = False,
+    ) -> str:
         """The log text of a pod's container, like GET pods/log."""
         with self.lock:
             pod = self.get("Pod", namespace, name)
             names = [c["name"] for c in pod["spec"]["containers"]]
             if container is None:
                 if len(names) > 1:
-                    raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
-                                      f"[{' '.join(names)}]")
+                    raise bad_request(
+                        f"a container name must be specified for pod {name}, choose one of: "
+                        f"[{' '.join(names)}]"
+                    )
                 container = names[0]
             elif container not in names:
                 raise bad_request(f"container {container} is not valid for pod {name}")
@@ -912,7 +1005,9 @@ class Cluster:
                 raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
             if previous:
                 if behaviour.state not in ("crashloop", "oomkilled"):
-                    raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+                    raise bad_request(
+                        f'previous terminated container "{container}" in pod "{name}" not found'
+                    )
                 lines = behaviour.crash_logs()
             else:
                 lines = list(runtime.logs) if runtime else behaviour.current_logs()
@@ -971,8 +1066,12 @@ class Cluster:
         deployment = self._deployment_of(pod)
         images = {c.get("image") for c in pod["spec"].get("containers") or []}
         for script in reversed(self._scripts):
-            if script.deployment is not None and script.deployment == deployment and script.namespace in (None, ns) \
-                    and (script.image is None or script.image in images):
+            if (
+                script.deployment is not None
+                and script.deployment == deployment
+                and script.namespace in (None, ns)
+                and (script.image is None or script.image in images)
+            ):
                 return script.behaviour
         for script in reversed(self._scripts):
             if script.deployment is None and script.image in images and script.namespace in (None, ns):
@@ -985,7 +1084,7 @@ class Cluster:
         """Pods in ``namespace`` matching a label selector string or a dict of labels."""
         if isinstance(selector, Mapping):
             selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        return self.list("Pod", namespace, label_selector=selector or None)
+        return self.list_objects("Pod", namespace, label_selector=selector or None)
 
     def deployment_pods(self, namespace: str, name: str) -> list[JSON]:
         """Pods owned (through ReplicaSets) by a Deployment."""
@@ -1007,19 +1106,29 @@ class Cluster:
     def _owned_replicasets(self, dep: JSON) -> list[JSON]:
         ns, uid = dep["metadata"]["namespace"], dep["metadata"]["uid"]
         owned = [
-            rs for (rs_ns, _), rs in self._objects["ReplicaSet"].items()
-            if rs_ns == ns and any(r.get("uid") == uid and r.get("controller")
-                                   for r in rs["metadata"].get("ownerReferences") or [])
+            rs
+            for (rs_ns, _), rs in self._objects["ReplicaSet"].items()
+            if rs_ns == ns
+            and any(
+                r.get("uid") == uid and r.get("controller")
+                for r in rs["metadata"].get("ownerReferences") or []
+            )
         ]
         return sorted(owned, key=lambda rs: (rs["metadata"]["creationTimestamp"], rs["metadata"]["name"]))
 
     def _owned_pods(self, rs: JSON) -> list[JSON]:
         ns, uid = rs["metadata"]["namespace"], rs["metadata"]["uid"]
         return sorted(
-            (p for (p_ns, _), p in self._objects["Pod"].items()
-             if p_ns == ns and any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])),
-            key=lambda p: self._runtime[(ns, p["metadata"]["name"])].seq if (ns, p["metadata"]["name"]) in
-            self._runtime else 0,
+            (
+                p
+                for (p_ns, _), p in self._objects["Pod"].items()
+                if p_ns == ns and any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
+            ),
+            key=lambda p: (
+                self._runtime[(ns, p["metadata"]["name"])].seq
+                if (ns, p["metadata"]["name"]) in self._runtime
+                else 0
+            ),
         )
 
     def reconcile(self) -> None:
@@ -1153,7 +1262,7 @@ class Cluster:
                 "blockOwnerDeletion": True,
             }
         ]
-        rs = {
+        rs: JSON = {
             "kind": "ReplicaSet",
             "apiVersion": "apps/v1",
             "metadata": meta,
@@ -1165,15 +1274,20 @@ class Cluster:
         self._put("ReplicaSet", rs, created=True)
         return rs
 
-    def _rs_annotations(self, dep: JSON, revision: int, old: Mapping[str, str] | None = None) -> dict[str, str]:
+    def _rs_annotations(
+        self, dep: JSON, revision: int, old: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         annotations = dict(old or {})
         for key, value in (dep["metadata"].get("annotations") or {}).items():
             if key not in _SKIP_RS_ANNOTATIONS:
                 annotations[key] = value
         desired = dep["spec"]["replicas"]
         rolling = dep["spec"]["strategy"].get("rollingUpdate") or {}
-        surge = _int_or_percent(rolling.get("maxSurge", "25%"), desired, round_up=True) \
-            if dep["spec"]["strategy"]["type"] == "RollingUpdate" else 0
+        surge = (
+            _int_or_percent(rolling.get("maxSurge", "25%"), desired, round_up=True)
+            if dep["spec"]["strategy"]["type"] == "RollingUpdate"
+            else 0
+        )
         annotations[DESIRED_REPLICAS] = str(desired)
         annotations[MAX_REPLICAS] = str(desired + surge)
         annotations[REVISION] = str(revision)
@@ -1201,8 +1315,13 @@ class Cluster:
             annotations[DESIRED_REPLICAS] = wanted[DESIRED_REPLICAS]
             annotations[MAX_REPLICAS] = wanted[MAX_REPLICAS]
             verb = "up" if replicas > old else "down"
-            self._event(dep, "Normal", "ScalingReplicaSet",
-                        f"Scaled {verb} replica set {name} from {old} to {replicas}", "deployment-controller")
+            self._event(
+                dep,
+                "Normal",
+                "ScalingReplicaSet",
+                f"Scaled {verb} replica set {name} from {old} to {replicas}",
+                "deployment-controller",
+            )
             self._put("ReplicaSet", rs)
         self._sync_replicaset(rs)
 
@@ -1223,11 +1342,18 @@ class Cluster:
             for _ in range(want - len(pods)):
                 self._create_pod(rs)
         elif len(pods) > want:
-            victims = sorted(pods, key=lambda p: (_pod_rank(p), -self._runtime[(ns, p["metadata"]["name"])].seq))
+            victims = sorted(
+                pods, key=lambda p: (_pod_rank(p), -self._runtime[(ns, p["metadata"]["name"])].seq)
+            )
             for pod in victims[: len(pods) - want]:
                 self._delete_pod(pod)
-                self._event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}",
-                            "replicaset-controller")
+                self._event(
+                    rs,
+                    "Normal",
+                    "SuccessfulDelete",
+                    f"Deleted pod: {pod['metadata']['name']}",
+                    "replicaset-controller",
+                )
         pods = self._owned_pods(rs)
         status: JSON = {"replicas": len(pods)}
         if pods:
@@ -1271,12 +1397,23 @@ class Cluster:
         spec.setdefault("enableServiceLinks", True)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
         spec.setdefault("priority", 0)
-        spec.setdefault("tolerations", [
-            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-             "tolerationSeconds": 300},
-            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
-             "tolerationSeconds": 300},
-        ])
+        spec.setdefault(
+            "tolerations",
+            [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+            ],
+        )
         pod: JSON = {"kind": "Pod", "apiVersion": "v1", "metadata": meta, "spec": spec, "status": {}}
         self._seq += 1
         self._runtime[(ns, name)] = _PodRuntime(PodBehaviour(), self._seq)
@@ -1288,13 +1425,20 @@ class Cluster:
         if node is None:
             self._set_unschedulable(pod)
             self._put("Pod", pod, created=True)
-            self._event(pod, "Warning", "FailedScheduling", pod["status"]["conditions"][0]["message"],
-                        "default-scheduler")
+            self._event(
+                pod,
+                "Warning",
+                "FailedScheduling",
+                pod["status"]["conditions"][0]["message"],
+                "default-scheduler",
+            )
             return
         pod["spec"]["nodeName"] = node
         self._set_pod_status(pod, behaviour)
         self._put("Pod", pod, created=True)
-        self._event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}", "default-scheduler")
+        self._event(
+            pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}", "default-scheduler"
+        )
         self._pod_events(pod, behaviour)
 
     def _pick_node(self, pod: JSON) -> str | None:
@@ -1306,7 +1450,8 @@ class Cluster:
             name = node["metadata"]["name"]
             capacity = int(node["status"]["allocatable"].get(GPU, "0"))
             used = sum(
-                gpu_request(p["spec"]) for p in self._objects["Pod"].values()
+                gpu_request(p["spec"])
+                for p in self._objects["Pod"].values()
                 if p["spec"].get("nodeName") == name and p is not pod
             )
             if capacity - used >= need:
@@ -1318,8 +1463,10 @@ class Cluster:
         if nodes == 0:
             message = "no nodes available to schedule pods"
         else:
-            message = (f"0/{nodes} nodes are available: {nodes} Insufficient {GPU}. preemption: 0/{nodes} nodes "
-                       f"are available: {nodes} No preemption victims found for incoming pod.")
+            message = (
+                f"0/{nodes} nodes are available: {nodes} Insufficient {GPU}. preemption: 0/{nodes} nodes "
+                f"are available: {nodes} No preemption victims found for incoming pod."
+            )
         pod["status"] = {
             "phase": "Pending",
             "conditions": [
@@ -1337,7 +1484,8 @@ class Cluster:
 
     def _schedule_pending(self) -> None:
         pending = [
-            p for p in self._objects["Pod"].values()
+            p
+            for p in self._objects["Pod"].values()
             if not p["spec"].get("nodeName") and p["status"].get("phase") == "Pending"
         ]
         pending.sort(key=lambda p: self._runtime[(p["metadata"]["namespace"], p["metadata"]["name"])].seq)
@@ -1350,9 +1498,13 @@ class Cluster:
             runtime = self._runtime[(pod["metadata"]["namespace"], pod["metadata"]["name"])]
             self._set_pod_status(pod, runtime.behaviour)
             self._put("Pod", pod)
-            self._event(pod, "Normal", "Scheduled",
-                        f"Successfully assigned {pod['metadata']['namespace']}/{pod['metadata']['name']} to {node}",
-                        "default-scheduler")
+            self._event(
+                pod,
+                "Normal",
+                "Scheduled",
+                f"Successfully assigned {pod['metadata']['namespace']}/{pod['metadata']['name']} to {node}",
+                "default-scheduler",
+            )
             self._pod_events(pod, runtime.behaviour)
 
     def _set_pod_status(self, pod: JSON, behaviour: PodBehaviour) -> None:
@@ -1385,33 +1537,45 @@ class Cluster:
             elif behaviour.state in ("crashloop", "oomkilled"):
                 oom = behaviour.state == "oomkilled"
                 status["restartCount"] = behaviour.restart_count
-                status["state"] = {"waiting": {
-                    "reason": "CrashLoopBackOff",
-                    "message": f"back-off 5m0s restarting failed container={container['name']} "
-                               f"pod={pod['metadata']['name']}_{pod['metadata']['namespace']}"
-                               f"({pod['metadata']['uid']})",
-                }}
-                status["lastState"] = {"terminated": {
-                    "exitCode": behaviour.exit_code if behaviour.exit_code is not None else (137 if oom else 1),
-                    "reason": "OOMKilled" if oom else "Error",
-                    "startedAt": started,
-                    "finishedAt": now,
-                    "containerID": cid,
-                }}
+                status["state"] = {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off 5m0s restarting failed container={container['name']} "
+                        f"pod={pod['metadata']['name']}_{pod['metadata']['namespace']}"
+                        f"({pod['metadata']['uid']})",
+                    }
+                }
+                status["lastState"] = {
+                    "terminated": {
+                        "exitCode": behaviour.exit_code
+                        if behaviour.exit_code is not None
+                        else (137 if oom else 1),
+                        "reason": "OOMKilled" if oom else "Error",
+                        "startedAt": started,
+                        "finishedAt": now,
+                        "containerID": cid,
+                    }
+                }
                 status["imageID"] = f"{container['image'].split(':')[0]}@sha256:" + "ab" * 32
                 status["containerID"] = cid
             else:
-                status["state"] = {"waiting": {
-                    "reason": "ImagePullBackOff",
-                    "message": f'Back-off pulling image "{container["image"]}"',
-                }}
+                status["state"] = {
+                    "waiting": {
+                        "reason": "ImagePullBackOff",
+                        "message": f'Back-off pulling image "{container["image"]}"',
+                    }
+                }
             statuses.append(status)
         phase = "Pending" if behaviour.state == "image_pull_backoff" else "Running"
         not_ready_names = " ".join(c["name"] for c in pod["spec"]["containers"])
 
         def condition(kind: str, ok: bool) -> JSON:
-            cond: JSON = {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None,
-                          "lastTransitionTime": started}
+            cond: JSON = {
+                "type": kind,
+                "status": "True" if ok else "False",
+                "lastProbeTime": None,
+                "lastTransitionTime": started,
+            }
             if not ok:
                 cond["reason"] = "ContainersNotReady"
                 cond["message"] = f"containers with unready status: [{not_ready_names}]"
@@ -1451,29 +1615,64 @@ class Cluster:
             path = f"spec.containers{{{container['name']}}}"
             image = container["image"]
             if behaviour.state == "image_pull_backoff":
-                self._event(pod, "Warning", "Failed", f'Failed to pull image "{image}": not found', "kubelet",
-                            field_path=path)
-                self._event(pod, "Normal", "BackOff", f'Back-off pulling image "{image}"', "kubelet",
-                            field_path=path)
+                self._event(
+                    pod,
+                    "Warning",
+                    "Failed",
+                    f'Failed to pull image "{image}": not found',
+                    "kubelet",
+                    field_path=path,
+                )
+                self._event(
+                    pod, "Normal", "BackOff", f'Back-off pulling image "{image}"', "kubelet", field_path=path
+                )
                 continue
-            self._event(pod, "Normal", "Pulled", f'Container image "{image}" already present on machine',
-                        "kubelet", field_path=path)
-            self._event(pod, "Normal", "Created", f"Created container {container['name']}", "kubelet",
-                        field_path=path)
-            self._event(pod, "Normal", "Started", f"Started container {container['name']}", "kubelet",
-                        field_path=path)
+            self._event(
+                pod,
+                "Normal",
+                "Pulled",
+                f'Container image "{image}" already present on machine',
+                "kubelet",
+                field_path=path,
+            )
+            self._event(
+                pod, "Normal", "Created", f"Created container {container['name']}", "kubelet", field_path=path
+            )
+            self._event(
+                pod, "Normal", "Started", f"Started container {container['name']}", "kubelet", field_path=path
+            )
             if behaviour.state in ("crashloop", "oomkilled"):
-                self._event(pod, "Warning", "BackOff",
-                            f"Back-off restarting failed container {container['name']} in pod "
-                            f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})",
-                            "kubelet", field_path=path, count=behaviour.restart_count)
+                self._event(
+                    pod,
+                    "Warning",
+                    "BackOff",
+                    f"Back-off restarting failed container {container['name']} in pod "
+                    f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})",
+                    "kubelet",
+                    field_path=path,
+                    count=behaviour.restart_count,
+                )
             elif behaviour.state == "not_ready":
-                self._event(pod, "Warning", "Unhealthy",
-                            "Readiness probe failed: HTTP probe failed with statuscode: 503", "kubelet",
-                            field_path=path)
+                self._event(
+                    pod,
+                    "Warning",
+                    "Unhealthy",
+                    "Readiness probe failed: HTTP probe failed with statuscode: 503",
+                    "kubelet",
+                    field_path=path,
+                )
 
-    def _event(self, obj: JSON, type_: str, reason: str, message: str, component: str, *,
-               field_path: str | None = None, count: int = 1) -> None:
+    def _event(
+        self,
+        obj: JSON,
+        type_: str,
+        reason: str,
+        message: str,
+        component: str,
+        *,
+        field_path: str | None = None,
+        count: int = 1,
+    ) -> None:
         meta = obj["metadata"]
         ns = meta.get("namespace", "default")
         key = (meta["uid"], reason, message)
@@ -1519,21 +1718,25 @@ class Cluster:
         self._put("Event", event, created=True)
         self._event_keys[key] = (ns, event_meta["name"])
 
-    def events(self, namespace: str, *, involved_name: str | None = None, reason: str | None = None) -> list[JSON]:
+    def events(
+        self, namespace: str, *, involved_name: str | None = None, reason: str | None = None
+    ) -> list[JSON]:
         """Events in ``namespace``, optionally only those about ``involved_name`` or with ``reason``."""
         terms = []
         if involved_name:
             terms.append(f"involvedObject.name={involved_name}")
         if reason:
             terms.append(f"reason={reason}")
-        return self.list("Event", namespace, field_selector=",".join(terms) or None)
+        return self.list_objects("Event", namespace, field_selector=",".join(terms) or None)
 
     def _cleanup_history(self, dep: JSON) -> None:
         limit = dep["spec"].get("revisionHistoryLimit", 10)
         ns = dep["metadata"]["namespace"]
         idle = [
-            rs for rs in self._owned_replicasets(dep)
-            if rs["spec"]["replicas"] == 0 and rs["status"].get("replicas", 0) == 0
+            rs
+            for rs in self._owned_replicasets(dep)
+            if rs["spec"]["replicas"] == 0
+            and rs["status"].get("replicas", 0) == 0
             and _strip_hash(rs["spec"]["template"]) != dep["spec"]["template"]
         ]
         idle.sort(key=_revision)
@@ -1549,8 +1752,11 @@ class Cluster:
         updated = len(self._owned_pods(new_rs)) if new_rs is not None else 0
         ready = sum(self._available(rs) for rs in owned)
         rolling = dep["spec"]["strategy"].get("rollingUpdate") or {}
-        max_unavailable = _int_or_percent(rolling.get("maxUnavailable", "25%"), desired, round_up=False) \
-            if dep["spec"]["strategy"]["type"] == "RollingUpdate" else 0
+        max_unavailable = (
+            _int_or_percent(rolling.get("maxUnavailable", "25%"), desired, round_up=False)
+            if dep["spec"]["strategy"]["type"] == "RollingUpdate"
+            else 0
+        )
         status: JSON = {"observedGeneration": dep["metadata"]["generation"]}
         if replicas:
             status["replicas"] = replicas
@@ -1565,19 +1771,31 @@ class Cluster:
         old_conditions = {c["type"]: c for c in (current.get("status") or {}).get("conditions", [])}
         available_ok = ready >= desired - max_unavailable
         conditions = [
-            self._condition(old_conditions.get("Available"), "Available", available_ok,
-                            "MinimumReplicasAvailable" if available_ok else "MinimumReplicasUnavailable",
-                            "Deployment has minimum availability." if available_ok
-                            else "Deployment does not have minimum availability."),
+            self._condition(
+                old_conditions.get("Available"),
+                "Available",
+                available_ok,
+                "MinimumReplicasAvailable" if available_ok else "MinimumReplicasUnavailable",
+                "Deployment has minimum availability."
+                if available_ok
+                else "Deployment does not have minimum availability.",
+            ),
         ]
         rs_name = new_rs["metadata"]["name"] if new_rs is not None else ""
         complete = updated == desired and replicas == updated and ready == updated
         previous = old_conditions.get("Progressing")
         if paused:
-            progressing = self._condition(previous, "Progressing", None, "DeploymentPaused", "Deployment is paused")
+            progressing = self._condition(
+                previous, "Progressing", None, "DeploymentPaused", "Deployment is paused"
+            )
         elif complete:
-            progressing = self._condition(previous, "Progressing", True, "NewReplicaSetAvailable",
-                                          f'ReplicaSet "{rs_name}" has successfully progressed.')
+            progressing = self._condition(
+                previous,
+                "Progressing",
+                True,
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{rs_name}" has successfully progressed.',
+            )
         else:
             old_status = current.get("status") or {}
             same_rollout = (
@@ -1590,36 +1808,68 @@ class Cluster:
             if previous is not None and same_rollout:
                 last = dt.datetime.strptime(str(previous["lastUpdateTime"]), "%Y-%m-%dT%H:%M:%SZ")
                 waited = (self.now() - last.replace(tzinfo=dt.UTC)).total_seconds()
-                if previous.get("reason") == "ProgressDeadlineExceeded" or \
-                        waited > dep["spec"].get("progressDeadlineSeconds", 600):
-                    progressing = self._condition(previous, "Progressing", False, "ProgressDeadlineExceeded",
-                                                  f'ReplicaSet "{rs_name}" has timed out progressing.')
+                if previous.get("reason") == "ProgressDeadlineExceeded" or waited > dep["spec"].get(
+                    "progressDeadlineSeconds", 600
+                ):
+                    progressing = self._condition(
+                        previous,
+                        "Progressing",
+                        False,
+                        "ProgressDeadlineExceeded",
+                        f'ReplicaSet "{rs_name}" has timed out progressing.',
+                    )
                 else:
                     progressing = dict(previous)
             else:
-                progressing = self._condition(previous, "Progressing", True, "ReplicaSetUpdated",
-                                              f'ReplicaSet "{rs_name}" is progressing.', fresh=True)
+                progressing = self._condition(
+                    previous,
+                    "Progressing",
+                    True,
+                    "ReplicaSetUpdated",
+                    f'ReplicaSet "{rs_name}" is progressing.',
+                    fresh=True,
+                )
         conditions.append(progressing)
         status["conditions"] = conditions
-        if current.get("status") != status or current["metadata"].get("annotations") != \
-                dep["metadata"].get("annotations"):
+        if current.get("status") != status or current["metadata"].get("annotations") != dep["metadata"].get(
+            "annotations"
+        ):
             updated_dep = copy.deepcopy(current)
             updated_dep["status"] = status
             if dep["metadata"].get("annotations") is not None:
                 updated_dep["metadata"]["annotations"] = dep["metadata"]["annotations"]
             self._put("Deployment", updated_dep)
 
-    def _condition(self, previous: JSON | None, kind: str, ok: bool | None, reason: str, message: str, *,
-                   fresh: bool = False) -> JSON:
+    def _condition(
+        self,
+        previous: JSON | None,
+        kind: str,
+        ok: bool | None,
+        reason: str,
+        message: str,
+        *,
+        fresh: bool = False,
+    ) -> JSON:
         status = "Unknown" if ok is None else ("True" if ok else "False")
         now = self._ts()
-        if previous and previous.get("status") == status and previous.get("reason") == reason \
-                and previous.get("message") == message and not fresh:
+        if (
+            previous
+            and previous.get("status") == status
+            and previous.get("reason") == reason
+            and previous.get("message") == message
+            and not fresh
+        ):
             return dict(previous)
         transition = previous["lastTransitionTime"] if previous and previous.get("status") == status else now
         update = now
-        return {"type": kind, "status": status, "lastUpdateTime": update, "lastTransitionTime": transition,
-                "reason": reason, "message": message}
+        return {
+            "type": kind,
+            "status": status,
+            "lastUpdateTime": update,
+            "lastTransitionTime": transition,
+            "reason": reason,
+            "message": message,
+        }
 
     # -- seeding ----------------------------------------------------------------------------------
 
@@ -1645,16 +1895,32 @@ class Cluster:
                     self.add_node(name, gpus=gpus_per_node)
             created = []
             for role, replicas in (("decode", decode_replicas), ("prefill", prefill_replicas)):
-                created.append(self.create_deployment(
-                    vllm_deployment(f"vllm-{role}", role=role, image=image, replicas=replicas,
-                                    gpus=gpus_per_pod, model=model),
-                    namespace, field_manager="sandbox-seed",
-                ))
+                created.append(
+                    self.create_deployment(
+                        vllm_deployment(
+                            f"vllm-{role}",
+                            role=role,
+                            image=image,
+                            replicas=replicas,
+                            gpus=gpus_per_pod,
+                            model=model,
+                        ),
+                        namespace,
+                        field_manager="sandbox-seed",
+                    )
+                )
             return created
 
 
-def vllm_deployment(name: str, *, role: str = "decode", image: str = "vllm/vllm-openai:v0.8.5", replicas: int = 2,
-                    gpus: int = 1, model: str = "meta-llama/Llama-3.1-8B-Instruct") -> JSON:
+def vllm_deployment(
+    name: str,
+    *,
+    role: str = "decode",
+    image: str = "vllm/vllm-openai:v0.8.5",
+    replicas: int = 2,
+    gpus: int = 1,
+    model: str = "meta-llama/Llama-3.1-8B-Instruct",
+) -> JSON:
     """A Deployment manifest for one vLLM role of an llm-d model server."""
     labels = {"app.kubernetes.io/name": name, "llm-d.ai/role": role, "llm-d.ai/inferenceServing": "true"}
     container: JSON = {
@@ -1687,9 +1953,13 @@ def apply_patch(obj: JSON, patch_type: str, patch: Any) -> JSON:
     elif patch_type == "application/strategic-merge-patch+json":
         result = strategic_merge_patch(obj, patch)
     else:
-        raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                       f"accepted media types include: application/json-patch+json, application/merge-patch+json, "
-                       f"application/strategic-merge-patch+json (got {patch_type})")
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - "
+            f"accepted media types include: application/json-patch+json, application/merge-patch+json, "
+            f"application/strategic-merge-patch+json (got {patch_type})",
+        )
     if not isinstance(result, dict):
         raise bad_request("the patch did not produce an object")
     return result
@@ -1703,7 +1973,9 @@ def _revision(rs: JSON) -> int:
 
 
 def _pod_ready(pod: JSON) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod["status"].get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in pod["status"].get("conditions") or []
+    )
 
 
 def _pod_rank(pod: JSON) -> int:
@@ -1720,7 +1992,8 @@ def _qos(spec: Mapping[str, Any]) -> str:
     if not any(r.get("requests") or r.get("limits") for r in resources):
         return "BestEffort"
     guaranteed = all(
-        (r.get("limits") or {}).get("cpu") and (r.get("limits") or {}).get("memory")
+        (r.get("limits") or {}).get("cpu")
+        and (r.get("limits") or {}).get("memory")
         and (r.get("requests") or {}) == (r.get("limits") or {})
         for r in resources
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 JSONPatchError = ValueError
 
-# Patch merge keys of list fields under a Deployment/Pod template (from the API's x-kubernetes-patch-merge-key).
+# Patch merge keys of list fields in a Deployment/Pod (the API's x-kubernetes-patch-merge-key).
 _MERGE_KEYS: dict[str, str] = {
     "containers": "name",
     "initContainers": "name",
@@ -95,7 +95,11 @@ def _merge_keyed_list(target: list[Any], patch: list[Any], merge_key: str) -> li
             result.append(copy.deepcopy(item))
             continue
         index = next(
-            (i for i, old in enumerate(result) if isinstance(old, dict) and old.get(merge_key) == item[merge_key]),
+            (
+                i
+                for i, old in enumerate(result)
+                if isinstance(old, dict) and old.get(merge_key) == item[merge_key]
+            ),
             None,
         )
         if item.get("$patch") == "delete":
