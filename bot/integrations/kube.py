@@ -396,7 +396,7 @@ def rollout_status_of(obj: Mapping[str, Any]) -> RolloutStatus:
     )
 
 
-_INSUFFICIENT = re.compile(r"Insufficient ([A-Za-z0-9./_-]+)")
+_INSUFFICIENT = re.compile(r"Insufficient ([A-Za-z0-9./_-]*[A-Za-z0-9_-])")
 
 
 def summarize_pod(obj: Mapping[str, Any]) -> PodSummary:

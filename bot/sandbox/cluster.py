@@ -438,6 +438,18 @@ def _default_container(container: JSON) -> None:
             requests.setdefault(key, value)
     for port in container.get("ports") or []:
         port.setdefault("protocol", "TCP")
+    for probe_name in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = container.get(probe_name)
+        if isinstance(probe, dict):
+            for key, value in (
+                ("timeoutSeconds", 1),
+                ("periodSeconds", 10),
+                ("successThreshold", 1),
+                ("failureThreshold", 3),
+            ):
+                probe.setdefault(key, value)
+            if isinstance(probe.get("httpGet"), dict):
+                probe["httpGet"].setdefault("scheme", "HTTP")
 
 
 def default_pod_template(template: JSON) -> JSON:

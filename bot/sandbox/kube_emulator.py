@@ -20,11 +20,13 @@ or from a shell: ``python -m bot.sandbox.kube_emulator --seed-llmd --kubeconfig 
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import ipaddress
 import json
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -731,6 +733,7 @@ class KubeEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
+        tls: bool = False,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the emulator binds loopback addresses only, not {host}")
@@ -738,6 +741,8 @@ class KubeEmulator:
         self.host = host
         self.port = port
         self._state = _State(tokens={token} if token else None)
+        self.tls = tls
+        self.ca_pem: bytes | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -751,6 +756,8 @@ class KubeEmulator:
         server.daemon_threads = True
         self._server = server
         self.port = server.server_address[1]
+        if self.tls:
+            server.socket = self._tls_context().wrap_socket(server.socket, server_side=True)
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -759,6 +766,19 @@ class KubeEmulator:
         )
         self._thread.start()
         return self
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # kubectl only sends bearer tokens over TLS, so an authenticated sandbox needs a certificate.
+        try:
+            import trustme
+        except ImportError as exc:  # pragma: no cover - trustme is in the dev extra
+            raise RuntimeError("tls=True needs the 'trustme' package (pip install .[dev])") from exc
+        authority = trustme.CA()
+        certificate = authority.issue_cert(self.host, "localhost")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        certificate.configure_cert(context)
+        self.ca_pem = authority.cert_pem.bytes()
+        return context
 
     def stop(self) -> None:
         """Stop serving, end open watches and close the socket."""
@@ -782,7 +802,7 @@ class KubeEmulator:
     @property
     def url(self) -> str:
         """Base URL of the API server, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     # -- auth, faults, request log ----------------------------------------------------------------
 
@@ -849,7 +869,13 @@ class KubeEmulator:
         if token is None and token_file is None and self._state.tokens:
             token = sorted(self._state.tokens)[0]
         return write_kubeconfig(
-            path, self.url, token=token, token_file=token_file, context=context, namespace=namespace
+            path,
+            self.url,
+            token=token,
+            token_file=token_file,
+            context=context,
+            namespace=namespace,
+            ca_pem=self.ca_pem,
         )
 
 
@@ -861,6 +887,7 @@ def write_kubeconfig(
     token_file: Path | str | None = None,
     context: str = "sandbox",
     namespace: str = "default",
+    ca_pem: bytes | None = None,
 ) -> Path:
     """Write a kubeconfig file for ``server`` and return its path."""
     user: JSON = {}
@@ -868,10 +895,13 @@ def write_kubeconfig(
         user["token"] = token
     if token_file is not None:
         user["tokenFile"] = str(token_file)
+    cluster: JSON = {"server": server}
+    if ca_pem is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": context, "cluster": {"server": server}}],
+        "clusters": [{"name": context, "cluster": cluster}],
         "users": [{"name": context, "user": user}],
         "contexts": [
             {"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}
@@ -893,13 +923,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--port", type=int, default=0, help="port (0: pick a free one)")
     parser.add_argument("--token", default=None, help="require this bearer token")
+    parser.add_argument(
+        "--tls", action="store_true", help="serve HTTPS with a throwaway CA (kubectl needs it for tokens)"
+    )
     parser.add_argument("--kubeconfig", type=Path, default=None, help="write a kubeconfig here")
     parser.add_argument(
         "--seed-llmd", action="store_true", help="seed an llm-d namespace with vLLM deployments"
     )
     parser.add_argument("--namespace", default="llm-d", help="namespace for --seed-llmd")
     args = parser.parse_args(argv)
-    emulator = KubeEmulator(host=args.host, port=args.port, token=args.token).start()
+    emulator = KubeEmulator(host=args.host, port=args.port, token=args.token, tls=args.tls).start()
     if args.seed_llmd:
         emulator.cluster.seed_llmd(args.namespace)
     if args.kubeconfig:
