@@ -87,7 +87,7 @@ def test_get_deployment_summary(kube: KubeClient) -> None:
 
 
 def test_missing_deployment_is_not_found(kube: KubeClient) -> None:
-    with pytest.raises(KubeNotFound, match='deployments.apps "nope" not found') as info:
+    with pytest.raises(KubeNotFound, match=r'deployments\.apps "nope" not found') as info:
         kube.get_deployment(NS, "nope")
     assert isinstance(info.value, PermanentError) and info.value.status == 404
 
