@@ -44,6 +44,26 @@ class Settings(BaseSettings):
         1_048_576, ge=1024, description="Largest webhook body accepted; larger gets 413."
     )
 
+    # --- Kubernetes -----------------------------------------------------------------------------
+    kubeconfig: str | None = Field(
+        None,
+        description="Kubeconfig path(s) (the standard KUBECONFIG; ':'-separated); default ~/.kube/config.",
+    )
+    kube_context: str | None = Field(None, description="Kubeconfig context to use; default current-context.")
+    kube_config_mode: Literal["auto", "in-cluster", "kubeconfig"] = Field(
+        "auto", description="auto: in-cluster service account, falling back to the kubeconfig."
+    )
+    kube_field_manager: str = Field(
+        "llmd-incident-bot", min_length=1, max_length=128, description="fieldManager sent on every mutation."
+    )
+    kube_allowed_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces the bot may read and act in (comma-separated or a JSON list); empty: any.",
+    )
+    kube_request_timeout_seconds: float = Field(
+        15.0, gt=0, le=300, description="Timeout of one Kubernetes API request."
+    )
+
     # --- Alertmanager auth ----------------------------------------------------------------------
     alertmanager_token: SecretStr | None = Field(None, description="Bearer token Alertmanager sends.")
     alertmanager_username: str | None = Field(None, description="Basic-auth user Alertmanager sends.")
@@ -99,9 +119,10 @@ class Settings(BaseSettings):
         description="How long after resolution a firing alert reopens the incident instead of a new one.",
     )
 
-    @field_validator("vllm_endpoints", mode="before")
+    @field_validator("vllm_endpoints", "kube_allowed_namespaces", mode="before")
     @classmethod
-    def _split_endpoints(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
+        """Lists come as `a,b,c` or a JSON array."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
