@@ -1,0 +1,115 @@
+"""The emulated llm-d cluster as one object: a Kubernetes API emulator plus the vLLM servers behind it.
+
+The vLLM servers stand for the decode pool's endpoints. Their queueing model sees the decode Deployment's
+ready replica count, so scaling ``vllm-decode`` in the emulated cluster shortens their queues, and a pool
+with no ready pod (a crash-looping rollout) makes them answer /health with 503. Endpoints are a static list
+(VLLM_ENDPOINTS): emulated pod IPs are not routable on this machine.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.sandbox.cluster import Cluster
+from bot.sandbox.kube_emulator import KubeEmulator
+from bot.sandbox.vllm_emulator import EmulatorConfig, EmulatorFleet, start_emulators
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Shape of the emulated cluster."""
+
+    namespace: str = "llm-d"
+    decode_replicas: int = 2
+    prefill_replicas: int = 1
+    vllm_servers: int = 2
+    image: str = "vllm/vllm-openai:v0.8.5"
+    model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    gpus_per_node: int = 8
+    tls: bool = False
+    offered_rps: float = 0.0
+
+
+class Sandbox:
+    """Starts and stops the emulated cluster; exposes its kubeconfig and vLLM endpoints."""
+
+    def __init__(self, config: SandboxConfig | None = None, *, workdir: Path | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="incident-bot-sandbox-"))
+        self.token = secrets.token_urlsafe(24)
+        self.kube = KubeEmulator(Cluster(), token=self.token, tls=self.config.tls)
+        self.vllm: EmulatorFleet | None = None
+        self.kubeconfig: Path | None = None
+
+    @property
+    def cluster(self) -> Cluster:
+        """The emulated cluster's state."""
+        return self.kube.cluster
+
+    def decode_ready(self) -> int:
+        """Ready replicas of the decode Deployment."""
+        return self.cluster.ready_replicas(self.config.namespace, "vllm-decode")
+
+    def start(self) -> Sandbox:
+        """Start the API emulator, seed the llm-d namespace, start the vLLM servers."""
+        c = self.config
+        self.kube.start()
+        self.cluster.seed_llmd(
+            c.namespace,
+            image=c.image,
+            decode_replicas=c.decode_replicas,
+            prefill_replicas=c.prefill_replicas,
+            gpus_per_node=c.gpus_per_node,
+            model=c.model,
+        )
+        self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig", namespace=c.namespace)
+        self.vllm = start_emulators(
+            c.vllm_servers,
+            EmulatorConfig(model=c.model, served_model_name=c.model),
+            replicas=lambda: max(1, self.decode_ready()),
+            offered_rps=c.offered_rps,
+        )
+        self.cluster.add_listener(self._on_change)
+        self._sync_health()
+        return self
+
+    def _on_change(self, kind: str, event: str, obj: Any) -> None:
+        if kind == "Pod":
+            self._sync_health()
+
+    def _sync_health(self) -> None:
+        if self.vllm is not None:
+            dead = self.decode_ready() == 0
+            for server in self.vllm:
+                if server.controls.engine_dead != dead:
+                    server.set(engine_dead=dead)
+
+    @property
+    def vllm_endpoints(self) -> list[str]:
+        """Base URLs of the emulated vLLM servers."""
+        return self.vllm.urls if self.vllm is not None else []
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables that point the bot at this sandbox."""
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "KUBE_CONFIG_MODE": "kubeconfig",
+            "VLLM_ENDPOINTS": ",".join(self.vllm_endpoints),
+        }
+
+    def stop(self) -> None:
+        """Stop everything."""
+        if self.vllm is not None:
+            self.vllm.stop()
+            self.vllm = None
+        self.kube.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
