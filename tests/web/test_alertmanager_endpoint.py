@@ -16,6 +16,7 @@ from bot.errors import ConfigError
 from bot.models import AlertmanagerWebhook
 from bot.settings import Settings
 from bot.web.app import create_app
+from tests.conftest import REDIS_BASE
 from tests.support.payloads import alert, notification
 from tests.support.services import RedisServer
 from workers.celery_app import QUEUE_ALERTS, TASK_PROCESS_ALERT_GROUP
@@ -27,7 +28,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def web_settings(settings: Settings) -> Settings:
     """Broker on database 14, where no worker consumes, so tests can inspect the queue."""
-    return settings.model_copy(update={"broker_url": "redis://127.0.0.1:6379/14"})
+    return settings.model_copy(update={"broker_url": f"{REDIS_BASE}/14"})
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import redis
 
 from bot.settings import Settings
 from bot.web.publisher import RedisPublisher
+from tests.conftest import REDIS_BASE
 from workers.celery_app import QUEUE_ALERTS, TASK_PROCESS_ALERT_GROUP, make_celery
 
-BROKER = "redis://127.0.0.1:6379/13"
+BROKER = f"{REDIS_BASE}/13"
 
 
 def pop(client: redis.Redis) -> dict[str, object]:
