@@ -42,29 +42,26 @@ def test_unknown_incident_is_a_clear_error(store: IncidentStore, capsys: pytest.
     assert "no incident 'INC-9999'" in capsys.readouterr().err
 
 
-def test_unreachable_redis_is_a_clear_error_without_password() -> None:
-    env = {"REDIS_URL": "redis://:hunter2secret@127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}
-    r = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "incidents", "list"],
-        env=env,
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a fresh process with only `env` (plus PATH) as its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_unreachable_redis_is_a_clear_error_without_password() -> None:
+    r = run_cli({"REDIS_URL": "redis://:hunter2secret@127.0.0.1:1/0"}, "incidents", "list")
     assert r.returncode == 1
     assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in r.stderr
     assert "hunter2secret" not in r.stderr + r.stdout
 
 
 def test_bad_configuration_exits_2_naming_the_setting() -> None:
-    env = {"ALERTMANAGER_USERNAME": "am", "PATH": "/usr/bin:/bin"}
-    r = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "incidents", "list"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    r = run_cli({"ALERTMANAGER_USERNAME": "am"}, "incidents", "list")
     assert r.returncode == 2
     assert "ALERTMANAGER_PASSWORD" in r.stderr
 
