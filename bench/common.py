@@ -1,0 +1,100 @@
+"""Shared helpers of the benchmarks: processes, ports, payloads, memory readings."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def machine() -> str:
+    """One line describing where the benchmark ran."""
+    python = platform.python_version()
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {python}, {platform.system()}"
+
+
+def start_http(
+    cmd: list[str], env: dict[str, str], port: int, path: str = "/healthz"
+) -> subprocess.Popen[bytes]:
+    """Start a server process and wait until it answers on `path`."""
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}{path}", timeout=0.5)
+            return proc
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    proc.kill()
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    raise SystemExit(f"server did not start: {' '.join(cmd)}\n{err[-2000:]}")
+
+
+def peak_rss_mib(pid: int, *, children: bool = True) -> float:
+    """Peak resident memory (VmHWM) of a process, plus its children's, in MiB."""
+    pids = [pid]
+    if children:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout
+        pids += [int(p) for p in out.split()]
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def notification(group: int, alerts: int = 5, *, status: str = "firing") -> dict[str, Any]:
+    """A realistic Alertmanager v4 notification for group number `group`."""
+    items = []
+    for i in range(alerts):
+        items.append(
+            {
+                "status": status,
+                "labels": {
+                    "alertname": "VLLMHighQueueDepth",
+                    "severity": "warning",
+                    "namespace": f"tenant-{group % 50}",
+                    "deployment": "vllm-decode",
+                    "pod": f"vllm-decode-{i}",
+                    "group": str(group),
+                },
+                "annotations": {"summary": f"decode queue depth above 10 (group {group})"},
+                "startsAt": "2026-11-26T10:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-26T10:30:00Z",
+                "generatorURL": "http://prometheus:9090/graph",
+                "fingerprint": f"{group:08x}{i:08x}",
+            }
+        )
+    return {
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="VLLMHighQueueDepth", group="{group}"}}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "incident-bot",
+        "groupLabels": {"alertname": "VLLMHighQueueDepth", "group": str(group)},
+        "commonLabels": {"alertname": "VLLMHighQueueDepth", "severity": "warning"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": items,
+    }
