@@ -1,0 +1,1 @@
+"""Adapters to external systems: the only modules that import vendor SDKs."""

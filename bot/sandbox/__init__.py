@@ -1,0 +1,1 @@
+"""Loopback emulators of external systems, for the demo, rehearsals and tests."""
