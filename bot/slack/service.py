@@ -211,6 +211,10 @@ class SlackService:
         response_url = str(form.get("response_url", ""))
         if response_url and outcome.reply:
             self.web.respond(response_url, outcome.reply)
+        elif form.get("thread_ts") and form.get("channel_id") and outcome.reply:  # an @-mention
+            self.web.post_message(
+                str(form["channel_id"]), outcome.reply, [], thread_ts=str(form["thread_ts"])
+            )
         self.client.set(done_key, outcome.outcome, ex=self.done_ttl)
         return outcome
 
