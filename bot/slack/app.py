@@ -93,7 +93,7 @@ def build_bolt_app(
     bolt = AsyncApp(
         name="llmd-incident-bot",
         signing_secret=settings.slack_signing_secret.get_secret_value(),
-        client=AsyncWebClient(token=token, base_url=settings.slack_api_url),
+        client=AsyncWebClient(base_url=settings.slack_api_url),  # the token comes from authorize()
         authorize=authorize,
         logger=logging.getLogger("incident_bot.slack.bolt"),
     )

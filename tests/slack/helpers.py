@@ -14,6 +14,7 @@ def open_incident(
     a = alert(f"VLLMDown{n}", fingerprint=f"fp{n:06d}", severity=severity)
     a["annotations"].update(annotations)
     body = notification([a], group_key=f'{{}}:{{alertname="VLLMDown{n}"}}')
+    body["commonAnnotations"].update(annotations)
     webhook = AlertmanagerWebhook.model_validate(body)
     result = store.apply_notification(webhook, webhook.idempotency_key())
     assert result.incident_id is not None
