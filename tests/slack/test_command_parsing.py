@@ -70,3 +70,23 @@ def test_mistakes_get_a_usage_message(text: str, hint: str) -> None:
     with pytest.raises(UsageError, match=None) as info:
         parse(text)
     assert hint in str(info.value)
+
+
+def test_app_manifest_matches_what_the_bot_needs() -> None:
+    import yaml
+
+    from bot.settings import REPO_ROOT
+
+    manifest = yaml.safe_load((REPO_ROOT / "deploy" / "slack-app-manifest.yaml").read_text())
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"chat:write", "commands", "usergroups:read", "users:read", "channels:history"} <= scopes
+    (command,) = manifest["features"]["slash_commands"]
+    assert command["command"] == "/incident" and command["should_escape"] is True
+    urls = [
+        command["url"],
+        manifest["settings"]["interactivity"]["request_url"],
+        manifest["settings"]["event_subscriptions"]["request_url"],
+    ]
+    assert all(u.startswith("https://") and u.endswith("/slack/events") for u in urls)
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_mention"]

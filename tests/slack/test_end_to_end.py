@@ -1,4 +1,4 @@
-"""End to end on real Redis with the real Celery worker: Slack request -> queue -> worker -> Slack emulator."""
+"""End to end on real Redis and the real Celery worker: Slack request -> queue -> worker -> emulator."""
 
 from __future__ import annotations
 
