@@ -199,8 +199,9 @@ class SlackService:
     def handle_command(self, form: dict[str, Any]) -> Outcome:
         """Run one `/incident` command (form fields as Slack sent them) and reply via response_url."""
         user, team = str(form.get("user_id", "")), str(form.get("team_id", ""))
-        done_key = self.store.key("slack", "done", str(form.get("trigger_id") or form.get("_request_id", "")))
-        if self.client.exists(done_key):
+        request_id = str(form.get("trigger_id", ""))
+        done_key = self.store.key("slack", "done", request_id) if request_id else None
+        if done_key and self.client.exists(done_key):
             return Outcome("duplicate", "")
         try:
             command = parse(str(form.get("text", "")))
@@ -215,7 +216,8 @@ class SlackService:
             self.web.post_message(
                 str(form["channel_id"]), outcome.reply, [], thread_ts=str(form["thread_ts"])
             )
-        self.client.set(done_key, outcome.outcome, ex=self.done_ttl)
+        if done_key:
+            self.client.set(done_key, outcome.outcome, ex=self.done_ttl)
         return outcome
 
     def _run(self, command: Command, user: str, team: str) -> Outcome:
@@ -393,8 +395,9 @@ class SlackService:
         team = str(payload.get("team_id", ""))
         action_id = str(payload.get("action_id", ""))
         value = str(payload.get("value", ""))
-        done_key = self.store.key("slack", "done", "action", str(payload.get("request_id", "")))
-        if self.client.exists(done_key):
+        request_id = str(payload.get("request_id", ""))
+        done_key = self.store.key("slack", "done", "action", request_id) if request_id else None
+        if done_key and self.client.exists(done_key):
             return Outcome("duplicate", "")
         try:
             outcome = self._action(action_id, value, user, team, payload)
@@ -403,7 +406,8 @@ class SlackService:
         response_url = str(payload.get("response_url", ""))
         if response_url and outcome.reply:
             self.web.respond(response_url, outcome.reply, replace_original=False)
-        self.client.set(done_key, outcome.outcome, ex=self.done_ttl)
+        if done_key:
+            self.client.set(done_key, outcome.outcome, ex=self.done_ttl)
         return outcome
 
     def _action(self, action_id: str, value: str, user: str, team: str, payload: dict[str, Any]) -> Outcome:
@@ -439,6 +443,7 @@ class SlackService:
             return Outcome("refused", f":no_entry: {check.reason}")
         if not step_key:
             raise UsageError("this approval button names no step")
+        self.store.get(inc_id)  # before recording a decision: IncidentNotFound leaves nothing behind
         request_id = str(payload.get("request_id", ""))
         record = json.dumps({"decision": decision, "actor": actor, "request_id": request_id})
         key = self.store.key("slack", "approval", inc_id, step_key)
@@ -451,7 +456,6 @@ class SlackService:
                     actor=actor, team_id=team, action=label, outcome="failed", args=args, reason=reason
                 )
                 return Outcome("failed", f":warning: {reason}")
-        self.store.get(inc_id)
         task_id = self.sender.send(tasknames.APPROVAL_DECISION, args=(inc_id, step_key, decision, actor))
         self.store.append_timeline(
             inc_id,
