@@ -103,6 +103,11 @@ def run_demo(settings: Settings) -> int:
             return 1
         print(f"   incident {opened.id} opened at {opened.severity.value}: {opened.severity_reason}")
         post("one pod recovers", sample_notification(run, "firing", {"vllm-decode-0"}), auth)
+        # Alertmanager sends a group's next notification only after group_interval; wait likewise, so
+        # two workers never see these two out of order (a late one would be ignored as stale).
+        if _wait_for(store, lambda i: i.id == opened.id and i.firing_count == 1) is None:
+            print(f"demo: {opened.id} did not record the recovery within 20 s")
+            return 1
         both = {"vllm-decode-0", "vllm-decode-1"}
         post("queue depth back to normal", sample_notification(run, "resolved", both), auth)
         done = _wait_for(store, lambda i: i.id == opened.id and i.status is IncidentStatus.RESOLVED)

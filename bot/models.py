@@ -135,6 +135,7 @@ class Incident(BaseModel):
     updated_at: datetime
     resolved_at: datetime | None = None
     previous_incident: str | None = None
+    commander: str | None = None
 
     @property
     def firing_count(self) -> int:

@@ -101,6 +101,44 @@ class Settings(BaseSettings):
     )
     vllm_warmup_max_tokens: int = Field(4, ge=1, le=64, description="max_tokens of the warmup completion.")
 
+    # --- Slack ----------------------------------------------------------------------------------
+    slack_bot_token: SecretStr | None = Field(None, description="Bot token (xoxb-…); Slack is off without.")
+    slack_signing_secret: SecretStr | None = Field(None, description="Signing secret of the Slack app.")
+    slack_api_url: str = Field(
+        "https://slack.com/api/", description="Web API base URL (a proxy, or a loopback emulator in tests)."
+    )
+    slack_team_id: str | None = Field(None, description="If set, requests from other workspaces are refused.")
+    slack_channel_p0: str = Field("#incidents-critical", description="Channel for P0 incidents.")
+    slack_channel_p1: str = Field("#incidents-high", description="Channel for P1 incidents.")
+    slack_channel_p2: str = Field("#incidents-medium", description="Channel for P2 incidents.")
+    slack_channel_p3: str = Field("#incidents-low", description="Channel for P3 incidents.")
+    slack_responders: str = Field(
+        "", description="Comma-separated user (U…/W…) and user-group (S…) IDs allowed to ack/resolve/sev."
+    )
+    slack_approvers: str = Field(
+        "", description="Comma-separated user and user-group IDs allowed to approve, run and roll back."
+    )
+    slack_usergroup_cache_seconds: int = Field(
+        60, ge=0, description="How long user-group membership (usergroups.users.list) is cached."
+    )
+    slack_posts_per_second: float = Field(
+        1.0, gt=0, description="Sustained chat.postMessage rate per channel, shared by all workers."
+    )
+    slack_post_burst: int = Field(3, ge=1, description="Posts a channel may burst above the sustained rate.")
+    slack_storm_threshold: int = Field(
+        5,
+        ge=1,
+        description="Incidents opened in one channel within the window before the digest is used.",
+    )
+    slack_storm_window_seconds: int = Field(60, ge=1, description="Alert-storm detection window.")
+    slack_digest_interval_seconds: float = Field(
+        2.0, gt=0, description="Digest messages are updated in place at most this often."
+    )
+    slack_response_url_prefixes: str = Field(
+        "https://hooks.slack.com/",
+        description="Comma-separated URL prefixes a response_url must start with before the bot posts to it.",
+    )
+
     # --- Logging --------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -153,6 +191,17 @@ class Settings(BaseSettings):
             raise ValueError("ALERTMANAGER_USERNAME and ALERTMANAGER_PASSWORD must be set together")
         return self
 
+    @model_validator(mode="after")
+    def _slack_is_whole(self) -> Settings:
+        if (self.slack_bot_token is None) != (self.slack_signing_secret is None):
+            raise ValueError("SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET must be set together")
+        return self
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
     @property
     def effective_broker_url(self) -> str:
         """The broker URL Celery uses."""
@@ -168,6 +217,36 @@ class Settings(BaseSettings):
         """REOPEN_WINDOW_SECONDS as a timedelta."""
         return timedelta(seconds=self.reopen_window_seconds)
 
+    @property
+    def slack_configured(self) -> bool:
+        """Whether the Slack app (token and signing secret) is configured."""
+        return self.slack_bot_token is not None and self.slack_signing_secret is not None
+
+    @property
+    def slack_channels(self) -> dict[str, str]:
+        """Channel per severity value (P0..P3)."""
+        return {
+            "P0": self.slack_channel_p0,
+            "P1": self.slack_channel_p1,
+            "P2": self.slack_channel_p2,
+            "P3": self.slack_channel_p3,
+        }
+
+    @property
+    def slack_responder_ids(self) -> frozenset[str]:
+        """User and user-group IDs of the responder group."""
+        return _id_list(self.slack_responders)
+
+    @property
+    def slack_approver_ids(self) -> frozenset[str]:
+        """User and user-group IDs of the approver group."""
+        return _id_list(self.slack_approvers)
+
+    @property
+    def slack_response_url_prefix_list(self) -> tuple[str, ...]:
+        """Allowed response_url prefixes."""
+        return tuple(p.strip() for p in self.slack_response_url_prefixes.split(",") if p.strip())
+
     def secret_values(self) -> list[str]:
         """Plain values of every secret, for the log redaction filter."""
         values = []
@@ -176,6 +255,10 @@ class Settings(BaseSettings):
             if isinstance(value, SecretStr) and value.get_secret_value():
                 values.append(value.get_secret_value())
         return values
+
+
+def _id_list(value: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
 
 
 def load_settings() -> Settings:

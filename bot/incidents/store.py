@@ -163,6 +163,43 @@ class IncidentStore:
         )
         return _t(entry_id)
 
+    def mutate(
+        self,
+        incident_id: str,
+        change: Callable[[Incident], tuple[Incident, str, str, dict[str, object]]],
+    ) -> Incident:
+        """Apply `change` (incident -> new incident + timeline kind, message, data) atomically.
+
+        Runs under the incident's group lock (the one intake uses), so a human command and an
+        Alertmanager update never overwrite each other; the incident, the open index and the timeline
+        entry are written in one MULTI/EXEC. Exceptions raised by `change` leave everything untouched.
+        """
+        try:
+            current = self.get(incident_id)
+            gid = group_id(current.group_key)
+            lock = self._r.lock(self.key("lock", "group", gid), timeout=30, blocking_timeout=10)
+            if not lock.acquire():
+                raise TransientError(f"{incident_id} is busy in another worker; will retry")
+            try:
+                current = self.get(incident_id)
+                now = self._clock()
+                updated, kind, message, data = change(current)
+                updated = updated.model_copy(update={"updated_at": now})
+                pipe = self._r.pipeline(transaction=True)
+                pipe.set(self.key("inc", incident_id), updated.model_dump_json())
+                if updated.status is IncidentStatus.RESOLVED:
+                    pipe.hdel(self.key("open"), incident_id)
+                else:
+                    pipe.hset(self.key("open"), incident_id, updated.severity.value)
+                self._xadd(pipe, incident_id, kind, message, data, now)
+                pipe.execute()
+                return updated
+            finally:
+                with contextlib.suppress(LockError):
+                    lock.release()
+        except RedisError as exc:
+            raise TransientError(f"redis error while updating {incident_id}: {exc}") from exc
+
     def count_task(self, task: str, outcome: str) -> None:
         """Count one task outcome (exported by /metrics)."""
         self._r.hincrby(self.key("stats", "tasks"), f"{task}:{outcome}", 1)

@@ -1,1 +1,1 @@
-"""Emulated llm-d cluster parts for demos, rehearsals and tests."""
+"""Loopback emulators of external systems, for the demo, rehearsals and tests."""

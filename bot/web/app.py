@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -23,6 +23,9 @@ from bot.settings import Settings
 from bot.web.auth import alertmanager_authorized
 from bot.web.metrics import StoreCollector, WebMetrics
 from bot.web.publisher import Publisher, RedisPublisher
+
+if TYPE_CHECKING:
+    from bot.slack.service import TaskSender
 
 log = logging.getLogger("incident_bot.web")
 
@@ -62,6 +65,7 @@ def create_app(
     *,
     publisher: Publisher | None = None,
     redis_client: redis.Redis | None = None,
+    slack_sender: TaskSender | None = None,
 ) -> FastAPI:
     """Build the web app; raises ConfigError when Alertmanager auth is neither configured nor waived."""
     if not settings.alertmanager_auth_configured and not settings.alertmanager_allow_anonymous:
@@ -167,6 +171,15 @@ def create_app(
     async def metrics_endpoint() -> Response:
         payload = await run_in_threadpool(generate_latest, metrics.registry)
         return PlainTextResponse(payload, media_type=CONTENT_TYPE_LATEST)
+
+    if settings.slack_configured:
+        from bot.slack.app import mount_slack  # imported only when used: keeps Slack optional
+
+        mount_slack(app, settings, redis_client=client, sender=slack_sender)
+    else:
+        log.info(
+            "Slack not configured (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET unset): /slack/events not mounted"
+        )
 
     _install_openapi(app)
     return app
