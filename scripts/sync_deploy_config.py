@@ -145,7 +145,9 @@ def plan() -> dict[Path, bytes]:
     src = sources()
     wanted: dict[Path, bytes] = {FILES / rel: path.read_bytes() for rel, path in src.items()}
     for prefix in ("runbooks/", "templates/"):
-        size = sum(len(data) for p, data in wanted.items() if p.relative_to(FILES).as_posix().startswith(prefix))
+        size = sum(
+            len(data) for p, data in wanted.items() if p.relative_to(FILES).as_posix().startswith(prefix)
+        )
         if size > MAX_CONFIGMAP_BYTES:
             raise SystemExit(f"sync_deploy_config: {prefix} is {size} bytes, too big for one ConfigMap")
     wanted[COMPONENT / "kustomization.yaml"] = kustomization(sorted(src)).encode()
