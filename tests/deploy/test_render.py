@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -72,7 +74,7 @@ def test_secret_example_holds_placeholders_for_every_referenced_key() -> None:
     for key, value in values.items():
         assert value.startswith("<") and value.endswith(">"), f"{key} looks like a real value"
     referenced = set()
-    for _, spec in pod_specs(rendered("production")):
+    for _, spec in pod_specs(rendered("production") + external_redis()):
         for container in spec["containers"]:
             for env in container.get("env", []):
                 ref = (env.get("valueFrom") or {}).get("secretKeyRef")
@@ -94,6 +96,38 @@ def test_environment_names_are_settings_the_bot_reads() -> None:
             names |= {env["name"] for env in container.get("env", [])}
     unknown = names - known - set(NOT_SETTINGS) - PENDING_SETTINGS
     assert not unknown, f"the manifests set variables bot/settings.py does not read: {sorted(unknown)}"
+
+
+_external: list[dict[str, Any]] = []
+
+
+def external_redis() -> list[dict[str, Any]]:
+    """Production with the external-redis component, rendered from an overlay outside the repo."""
+    if not _external:
+        with tempfile.TemporaryDirectory() as tmp:
+            here = Path(tmp)
+            base = os.path.relpath(DEPLOY / "overlays" / "production", here)
+            component = os.path.relpath(DEPLOY / "components" / "external-redis", here)
+            (here / "kustomization.yaml").write_text(
+                f"resources:\n  - {base}\ncomponents:\n  - {component}\n"
+            )
+            _external.extend(kustomize(here))
+    return _external
+
+
+def test_external_redis_component_replaces_the_bundled_redis() -> None:
+    objects = external_redis()
+    assert not [o for o in objects if o["metadata"]["name"].startswith("incident-bot-redis")]
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    for name, spec in pod_specs(objects):
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        assert "REDIS_PASSWORD" not in env, name
+        assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "incident-bot-secrets",
+            "key": "REDIS_URL",
+        }, name
+    assert "incident-bot-egress-external-redis" in by_kind(objects, "NetworkPolicy")
 
 
 @pytest.mark.parametrize(
