@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -18,7 +19,10 @@ KUBERNETES_VERSION = "1.30.0"  # schemas shipped inside kubernetes-validate; no 
 
 # What to install when a tool is missing (these tests never skip for want of a tool).
 TOOL_PACKAGES = {
-    "kubectl": "the Debian package 'kubernetes-client' (or the upstream kubectl >= 1.27, kustomize built in)",
+    "kubectl": (
+        "kubectl >= 1.27 (kustomize v5 built in): the upstream binary from dl.k8s.io or the Debian package "
+        "'kubernetes-client' from trixie or later; bookworm's 1.20 is too old for Kustomize components"
+    ),
     "promtool": "the Debian package 'prometheus'",
     "amtool": "the Debian package 'prometheus-alertmanager'",
 }
@@ -29,6 +33,24 @@ def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         pytest.fail(f"{name} is not installed: install {TOOL_PACKAGES[name]}", pytrace=False)
+    return path
+
+
+_kubectl_checked: list[str] = []
+
+
+def kubectl() -> str:
+    """kubectl, checked once to be new enough for these manifests (components, labels, patches)."""
+    path = tool("kubectl")
+    if not _kubectl_checked:
+        out = run([path, "version", "--client", "-o", "json"]).stdout
+        version = json.loads(out)["clientVersion"]
+        major, minor = int(version["major"]), int("".join(c for c in version["minor"] if c.isdigit()))
+        if (major, minor) < (1, 27):
+            pytest.fail(
+                f"kubectl {major}.{minor} is too old: install {TOOL_PACKAGES['kubectl']}", pytrace=False
+            )
+        _kubectl_checked.append(path)
     return path
 
 
@@ -44,7 +66,7 @@ def run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess
 
 def kustomize(path: Path) -> list[dict[str, Any]]:
     """`kubectl kustomize PATH`, parsed."""
-    out = run([tool("kubectl"), "kustomize", str(path)]).stdout
+    out = run([kubectl(), "kustomize", str(path)]).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
