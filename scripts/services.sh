@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure what the tests and the demo need is installed and running:
-#   redis-server (running on 127.0.0.1:6379), prometheus + promtool, prometheus-alertmanager, kubectl (optional).
+#   redis-server (running on 127.0.0.1:6379), prometheus + promtool, prometheus-alertmanager, kubectl (>= 1.27;
+#   tests/deploy fail without it, naming what to install: bookworm's kubernetes-client 1.20 is too old).
 # Prometheus and Alertmanager are started by the tests themselves, on free loopback ports.
 # Usage: scripts/services.sh [--redis-only]
 set -euo pipefail

@@ -1,0 +1,88 @@
+"""The Kubernetes permissions each runbook step type needs: the source of truth for deploy/'s Roles.
+
+Every verb here is one that `bot/integrations/kube.py` sends for the step (read before write, server-side
+dry runs are the same verb as the real call). `tests/deploy/test_rbac.py` renders the manifests and requires
+the managed-namespace Role to grant exactly the union of these, and every `k8s.*` step type found in
+`runbooks/*.yaml` to be listed here, so a new step type cannot ship without a decision about its RBAC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+CORE = ""  # the core API group ("" in a Role's apiGroups)
+APPS = "apps"
+
+
+@dataclass(frozen=True)
+class Permission:
+    """Verbs on one resource (optionally `resource/subresource`) of one API group."""
+
+    api_group: str
+    resource: str
+    verbs: frozenset[str]
+
+
+def _p(api_group: str, resource: str, *verbs: str) -> Permission:
+    return Permission(api_group, resource, frozenset(verbs))
+
+
+STEP_PERMISSIONS: Mapping[str, tuple[Permission, ...]] = {
+    # list_pods(deployment=…) reads the Deployment's selector first.
+    "k8s.get_pods": (_p(CORE, "pods", "get", "list"), _p(APPS, "deployments", "get")),
+    # CoreV1 events (list_namespaced_event), filtered by field selector.
+    "k8s.get_events": (_p(CORE, "events", "list"),),
+    # read_namespaced_pod_log; the step picks the pod(s) of a deployment first.
+    "k8s.logs": (
+        _p(CORE, "pods/log", "get"),
+        _p(CORE, "pods", "get", "list"),
+        _p(APPS, "deployments", "get"),
+    ),
+    # read + merge-patch of the scale subresource only: no patch on the Deployment itself.
+    "k8s.scale": (_p(APPS, "deployments/scale", "get", "patch"),),
+    # read (refuse paused) + strategic-merge patch of the restartedAt annotation.
+    "k8s.rollout_restart": (_p(APPS, "deployments", "get", "patch"),),
+    # kubectl's algorithm: read, list owned ReplicaSets, JSON-patch /spec/template.
+    "k8s.rollout_undo": (_p(APPS, "deployments", "get", "patch"), _p(APPS, "replicasets", "list")),
+    # polls the Deployment's status.
+    "k8s.rollout_status": (_p(APPS, "deployments", "get"),),
+    # select the pods (by label or deployment), then delete them one by one (never deletecollection).
+    "k8s.delete_pods": (_p(CORE, "pods", "list", "delete"), _p(APPS, "deployments", "get")),
+}
+
+# Verbs that change cluster state; never granted cluster-wide, never on secrets.
+MUTATING_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection", "escalate", "bind"})
+
+
+def required_rules(step_types: Iterable[str] | None = None) -> dict[tuple[str, str], frozenset[str]]:
+    """(apiGroup, resource) -> verbs needed by the given step types (default: all known k8s steps)."""
+    names = STEP_PERMISSIONS.keys() if step_types is None else step_types
+    merged: dict[tuple[str, str], set[str]] = {}
+    for name in names:
+        for perm in STEP_PERMISSIONS[name]:
+            merged.setdefault((perm.api_group, perm.resource), set()).update(perm.verbs)
+    return {key: frozenset(verbs) for key, verbs in sorted(merged.items())}
+
+
+def k8s_step_types_in(document: Any) -> set[str]:
+    """Every `k8s.*` step type named anywhere in a parsed runbook (format-agnostic: any string value)."""
+    return {value for value in _strings(document) if _looks_like_k8s_step(value)}
+
+
+def _looks_like_k8s_step(value: str) -> bool:
+    head, dot, tail = value.partition(".")
+    return head == "k8s" and dot == "." and tail.replace("_", "").isalpha() and tail.islower()
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _strings(key)
+            yield from _strings(value)
+    elif isinstance(node, list | tuple):
+        for item in node:
+            yield from _strings(item)

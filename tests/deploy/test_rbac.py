@@ -1,0 +1,105 @@
+"""RBAC: exactly the verbs the Kubernetes step types need, namespaced, no wildcards, no secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from bot.rbac import MUTATING_VERBS, STEP_PERMISSIONS, k8s_step_types_in, required_rules
+from tests.deploy.conftest import ROOT, by_kind, pod_specs, rendered
+
+RBAC_KINDS = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+# The step types the runbook engine defines (issue 5); each needs a decision in bot/rbac.py.
+ENGINE_K8S_STEP_TYPES = {
+    "k8s.get_pods",
+    "k8s.get_events",
+    "k8s.logs",
+    "k8s.scale",
+    "k8s.rollout_restart",
+    "k8s.rollout_undo",
+    "k8s.rollout_status",
+    "k8s.delete_pods",
+}
+
+
+def granted(role: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
+    """(apiGroup, resource) -> verbs a Role grants."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return {key: frozenset(verbs) for key, verbs in out.items()}
+
+
+def test_mapping_covers_every_engine_step_type() -> None:
+    assert set(STEP_PERMISSIONS) == ENGINE_K8S_STEP_TYPES
+
+
+def test_runbook_step_types_are_all_mapped() -> None:
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "runbooks").glob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            for step in k8s_step_types_in(doc):
+                found.setdefault(step, set()).add(path.name)
+    unmapped = {step: files for step, files in found.items() if step not in STEP_PERMISSIONS}
+    assert not unmapped, f"k8s step types without RBAC in bot/rbac.py: {unmapped}"
+
+
+def test_step_scanner_finds_k8s_types_anywhere() -> None:
+    doc = {
+        "name": "x",
+        "steps": [{"type": "k8s.scale", "with": {"replicas": 2}}, {"uses": "vllm.warmup"}],
+        "on_failure": [{"type": "k8s.rollout_undo"}],
+        "description": "k8s.not a step",
+    }
+    assert k8s_step_types_in(doc) == {"k8s.scale", "k8s.rollout_undo"}
+
+
+def test_managed_namespace_role_grants_exactly_what_the_steps_need(overlay: str) -> None:
+    roles = [o for o in rendered(overlay) if o["kind"] == "Role"]
+    assert roles, "no Role rendered"
+    for role in roles:
+        assert granted(role) == required_rules(), role["metadata"]
+
+
+def test_no_wildcards_no_secrets_no_cluster_scope(overlay: str) -> None:
+    objects = rendered(overlay)
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}, "no cluster-scoped RBAC at all"
+    for role in (o for o in objects if o["kind"] == "Role"):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(field, []), f"wildcard in {role['metadata']['name']}.{field}"
+            assert not {"secrets", "serviceaccounts/token", "roles", "rolebindings"} & set(rule["resources"])
+            assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
+            if set(rule["verbs"]) & MUTATING_VERBS:
+                assert set(rule["resources"]) <= {"deployments", "deployments/scale", "pods"}
+
+
+def test_only_the_runbook_worker_holds_a_token(overlay: str) -> None:
+    objects = rendered(overlay)
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "incident-bot-automation",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "incident-bot-automation", "namespace": "incident-bot"}
+        ]
+    accounts = by_kind(objects, "ServiceAccount")
+    assert all(sa.get("automountServiceAccountToken") is False for sa in accounts.values())
+    for name, spec in pod_specs(objects):
+        if name == "Deployment/incident-bot-worker-runbooks":
+            assert spec["serviceAccountName"] == "incident-bot-automation"
+            assert spec["automountServiceAccountToken"] is True
+        else:
+            assert spec["serviceAccountName"] == "incident-bot", name
+            assert spec["automountServiceAccountToken"] is False, name
+    # The bot's own namespace gets no Role: its ConfigMaps are mounted, not read through the API.
+    assert not [
+        o for o in objects if o["kind"] in RBAC_KINDS and o["metadata"]["namespace"] == "incident-bot"
+    ]
