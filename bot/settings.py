@@ -139,6 +139,31 @@ class Settings(BaseSettings):
         description="Comma-separated URL prefixes a response_url must start with before the bot posts to it.",
     )
 
+    # --- PagerDuty ------------------------------------------------------------------------------
+    pagerduty_routing_key: SecretStr | None = Field(
+        None, description="Events API v2 integration key; paging is off without it."
+    )
+    pagerduty_routing_keys: SecretStr | None = Field(
+        None, description="Per-severity routing keys overriding the default, e.g. `P0=key0,P1=key1`."
+    )
+    pagerduty_api_token: SecretStr | None = Field(
+        None, description="REST API token, for acknowledging/resolving PagerDuty incidents from Slack."
+    )
+    pagerduty_from_email: str | None = Field(
+        None, description="From address for REST calls when the Slack user has no mapped email."
+    )
+    pagerduty_user_emails: str = Field(
+        "", description="Slack user id to PagerDuty login email, e.g. `U123=alice@example.com,U456=bob@…`."
+    )
+    pagerduty_webhook_secrets: SecretStr | None = Field(
+        None, description="Webhook v3 signing secret(s), comma-separated while rotating."
+    )
+    pagerduty_events_url: str = Field("https://events.pagerduty.com", description="Events API base URL.")
+    pagerduty_api_url: str = Field("https://api.pagerduty.com", description="REST API base URL.")
+    pagerduty_ca_bundle: Path | None = Field(
+        None, description="CA bundle to trust for the PagerDuty URLs (a proxy, or the test emulator)."
+    )
+
     # --- Logging --------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -243,6 +268,31 @@ class Settings(BaseSettings):
         return _id_list(self.slack_approvers)
 
     @property
+    def pagerduty_configured(self) -> bool:
+        """Whether paging through the Events API is configured."""
+        return self.pagerduty_routing_key is not None
+
+    def pagerduty_routing_key_for(self, severity: str) -> str | None:
+        """The routing key for incidents of this severity (P0..P3)."""
+        if self.pagerduty_routing_keys is not None:
+            key = _pairs(self.pagerduty_routing_keys.get_secret_value()).get(severity)
+            if key:
+                return key
+        return self.pagerduty_routing_key.get_secret_value() if self.pagerduty_routing_key else None
+
+    @property
+    def pagerduty_email_by_slack_user(self) -> dict[str, str]:
+        """Slack user id -> PagerDuty login email."""
+        return _pairs(self.pagerduty_user_emails)
+
+    @property
+    def pagerduty_webhook_secret_list(self) -> list[str]:
+        """Webhook signing secrets (several during rotation)."""
+        if self.pagerduty_webhook_secrets is None:
+            return []
+        return [p.strip() for p in self.pagerduty_webhook_secrets.get_secret_value().split(",") if p.strip()]
+
+    @property
     def slack_response_url_prefix_list(self) -> tuple[str, ...]:
         """Allowed response_url prefixes."""
         return tuple(p.strip() for p in self.slack_response_url_prefixes.split(",") if p.strip())
@@ -253,8 +303,21 @@ class Settings(BaseSettings):
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
-                values.append(value.get_secret_value())
-        return values
+                plain = value.get_secret_value()
+                values.append(plain)
+                # lists of secrets ("a,b" or "P0=a,P1=b") also leak one item at a time
+                for part in plain.split(","):
+                    values.append(part.partition("=")[2] or part)
+        return [v.strip() for v in values if v.strip()]
+
+
+def _pairs(value: str) -> dict[str, str]:
+    pairs = {}
+    for part in value.split(","):
+        key, sep, val = part.partition("=")
+        if sep and key.strip() and val.strip():
+            pairs[key.strip()] = val.strip()
+    return pairs
 
 
 def _id_list(value: str) -> frozenset[str]:

@@ -54,11 +54,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def make_celery(settings: Settings, *, with_tasks: bool = True) -> Celery:
     """A Celery app for these settings; publishers may leave the tasks out (they use send_task)."""
-    celery = Celery("incident_bot", set_as_current=False)
+    # The worker's app must be the current/default app: Task.retry publishes through it from worker threads,
+    # and a non-default app sent retries to a default 'localhost' broker (retries were lost).
+    celery = Celery("incident_bot", set_as_current=with_tasks)
     celery.conf.update(celery_config(settings))
     if with_tasks:
-        celery.conf.include = ["workers.tasks", "workers.slack_tasks"]
+        celery.conf.include = ["workers.tasks", "workers.slack_tasks", "workers.pagerduty_tasks"]
     return celery
 
 
 app = make_celery(get_settings())
+app.set_default()

@@ -11,10 +11,10 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from bot.errors import TransientError
+from bot.fanout import change_notifications, fanout_settings
 from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
 from bot.settings import get_settings
-from bot.slack.tasknames import NOTIFY_INCIDENT
 from workers.celery_app import TASK_PROCESS_ALERT_GROUP, app
 
 log = logging.getLogger("incident_bot.worker")
@@ -46,13 +46,15 @@ def process_alert_group(self: Task, payload: dict[str, object], delivery_key: st
     store = incident_store()
     result = store.apply_notification(webhook, delivery_key)
     store.count_task("process_alert_group", str(result.outcome))
-    if result.incident_id and str(result.outcome) in _NOTIFY_OUTCOMES and get_settings().slack_configured:
-        # Idempotent on the Slack side, so also sent for "duplicate": a retry after a crash between the
-        # apply and this line must still notify.
+    if result.incident_id and str(result.outcome) in _NOTIFY_OUTCOMES:
+        # Slack and PagerDuty are idempotent, so these also go out for "duplicate": a retry after a crash
+        # between the apply and this line must still notify.
         try:
-            app.send_task(NOTIFY_INCIDENT, args=(result.incident_id, f"alerts:{delivery_key[:16]}"))
+            event = f"alerts:{delivery_key[:16]}"
+            for name, args in change_notifications(fanout_settings(), result.incident_id, event):
+                app.send_task(name, args=args)
         except (KombuError, RedisError, OSError) as exc:
-            raise TransientError(f"could not queue the Slack notification: {exc}") from exc
+            raise TransientError(f"could not queue the notifications: {exc}") from exc
     log.info(
         "alert group applied: outcome=%s incident=%s group_status=%s alerts=%d key=%s attempt=%d",
         result.outcome,

@@ -75,6 +75,11 @@ class IncidentStore:
         self._classify = classify or policy_classifier(load_policy(get_settings().severity_policy))
         self._clock = clock
 
+    @property
+    def redis_client(self) -> redis.Redis:
+        """The Redis client this store uses (for modules keeping state beside incidents)."""
+        return self._r
+
     # --- keys ----------------------------------------------------------------------------------
     def key(self, *parts: str) -> str:
         """A Redis key under this store's prefix."""

@@ -11,6 +11,7 @@ from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
 
 from bot.errors import BrokerUnavailable
+from bot.fanout import change_notifications
 from bot.incidents.commands import IncidentCommands, StoreIncidentCommands
 from bot.incidents.store import IncidentStore
 from bot.integrations.slack import SlackWeb, make_web_client
@@ -102,7 +103,8 @@ def build_runtime(
         task_sender.send(tasknames.FLUSH_DIGEST, args=(channel,), countdown=delay)
 
     def notify_default(incident_id: str) -> None:
-        task_sender.send(tasknames.NOTIFY_INCIDENT, args=(incident_id, None))
+        for name, args in change_notifications(settings, incident_id):
+            task_sender.send(name, args=args)
 
     notifier = SlackNotifier(web, store, r, renderer, settings, schedule_digest_flush=schedule_flush)
     authorizer = Authorizer(

@@ -17,12 +17,15 @@ from starlette.concurrency import run_in_threadpool
 
 from bot import __version__
 from bot.errors import BrokerUnavailable, ConfigError
+from bot.fanout import PAGERDUTY_WEBHOOK
 from bot.incidents.store import IncidentStore
+from bot.integrations.pagerduty import verify_webhook
 from bot.models import AlertmanagerWebhook
 from bot.settings import Settings
 from bot.web.auth import alertmanager_authorized
 from bot.web.metrics import StoreCollector, WebMetrics
 from bot.web.publisher import Publisher, RedisPublisher
+from workers.celery_app import QUEUE_NOTIFICATIONS
 
 if TYPE_CHECKING:
     from bot.slack.service import TaskSender
@@ -171,6 +174,56 @@ def create_app(
     async def metrics_endpoint() -> Response:
         payload = await run_in_threadpool(generate_latest, metrics.registry)
         return PlainTextResponse(payload, media_type=CONTENT_TYPE_LATEST)
+
+    secrets = settings.pagerduty_webhook_secret_list
+
+    async def pagerduty(request: Request) -> Response:
+        count = metrics.webhooks.labels
+        try:
+            body = await read_limited_body(request, settings.max_body_bytes)
+        except BodyTooLarge:
+            count("pagerduty", "too_large").inc()
+            return _error(413, f"body larger than {settings.max_body_bytes} bytes (MAX_BODY_BYTES)")
+        if not verify_webhook(body, request.headers.get("x-pagerduty-signature"), secrets):
+            count("pagerduty", "unauthorized").inc()
+            log.warning("pagerduty webhook refused: no valid X-PagerDuty-Signature")
+            return _error(401, "invalid or missing X-PagerDuty-Signature")
+        webhook_id = request.headers.get("x-webhook-id", "")
+        if not webhook_id or len(webhook_id) > 200:
+            count("pagerduty", "bad_request").inc()
+            return _error(400, "missing X-Webhook-Id header")
+        try:
+            event = json.loads(body)["event"]
+            if not isinstance(event, dict) or not isinstance(event.get("event_type"), str):
+                raise TypeError("event.event_type")
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            count("pagerduty", "invalid").inc()
+            return _error(422, f"not a PagerDuty v3 webhook: missing or invalid {exc}")
+        try:
+            queued = await pub.publish(
+                PAGERDUTY_WEBHOOK,
+                QUEUE_NOTIFICATIONS,
+                json.dumps([event, webhook_id]).encode(),
+                argsrepr=f"(<pagerduty {event['event_type']}>, {webhook_id!r})",
+                unless=store.key("pd", "webhook", webhook_id),
+            )
+        except BrokerUnavailable as exc:
+            count("pagerduty", "unavailable").inc()
+            log.error("pagerduty webhook not queued (503, PagerDuty will retry): %s", exc)
+            return JSONResponse(
+                {"error": "broker unavailable"}, status_code=503, headers={"Retry-After": "1"}
+            )
+        count("pagerduty", "queued" if queued else "duplicate").inc()
+        return JSONResponse(
+            {"status": "queued" if queued else "duplicate"}, status_code=202 if queued else 200
+        )
+
+    if secrets:
+        app.router.add_route("/pagerduty", pagerduty, methods=["POST"], include_in_schema=False)
+    else:
+        log.info(
+            "PagerDuty webhooks not configured (PAGERDUTY_WEBHOOK_SECRETS unset): /pagerduty not mounted"
+        )
 
     if settings.slack_configured:
         from bot.slack.app import mount_slack  # imported only when used: keeps Slack optional

@@ -40,6 +40,9 @@ class Publisher(Protocol):
     async def publish_alert_group(self, payload_json: bytes, delivery_key: str) -> bool:
         """Enqueue one notification unless already applied (False); raises BrokerUnavailable."""
 
+    async def publish(self, task: str, queue: str, args_json: bytes, *, argsrepr: str, unless: str) -> bool:
+        """Enqueue a task unless the key `unless` exists (False); raises BrokerUnavailable."""
+
 
 def celery_task_message(task: str, args_json: bytes, queue: str, *, argsrepr: str, origin: str) -> bytes:
     """A Celery protocol-v2 task message in kombu's Redis envelope; `args_json` is the JSON args list."""
@@ -72,7 +75,7 @@ _ENVELOPE = (
 
 
 class RedisPublisher:
-    """Publishes `process_alert_group` messages to the alerts queue on the Redis broker."""
+    """Publishes task messages (Alertmanager and PagerDuty webhooks) to queues on the Redis broker."""
 
     def __init__(self, settings: Settings) -> None:
         self._redis = aioredis.Redis.from_url(
@@ -95,23 +98,26 @@ class RedisPublisher:
         self._origin = f"incident-bot-web@{socket.gethostname()}:{os.getpid()}"
 
     async def publish_alert_group(self, payload_json: bytes, delivery_key: str) -> bool:
-        """LPUSH the task unless the delivery marker exists; True when queued."""
+        """LPUSH `process_alert_group` unless the delivery marker exists; True when queued."""
         args = b"[" + payload_json + b", " + json.dumps(delivery_key).encode() + b"]"
-        message = celery_task_message(
+        return await self.publish(
             TASK_PROCESS_ALERT_GROUP,
-            args,
             QUEUE_ALERTS,
+            args,
             argsrepr=f"(<alertmanager notification>, {delivery_key[:12]!r})",
-            origin=self._origin,
+            unless=f"{self._prefix}delivery:{delivery_key}",
         )
-        marker = f"{self._prefix}delivery:{delivery_key}"
+
+    async def publish(self, task: str, queue: str, args_json: bytes, *, argsrepr: str, unless: str) -> bool:
+        """LPUSH a task message to `queue` unless the key `unless` exists (work done); True if queued."""
+        message = celery_task_message(task, args_json, queue, argsrepr=argsrepr, origin=self._origin)
         try:
             if self._state is None:
-                queued = await self._script(keys=[marker, QUEUE_ALERTS], args=[message])
-            elif await self._state.exists(marker):
+                queued = await self._script(keys=[unless, queue], args=[message])
+            elif await self._state.exists(unless):
                 queued = 0
             else:
-                queued = await self._redis.lpush(QUEUE_ALERTS, message)
+                queued = await self._redis.lpush(queue, message)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"broker did not accept the task: {exc}") from exc
         return bool(queued)

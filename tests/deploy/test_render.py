@@ -23,15 +23,8 @@ NOT_SETTINGS = {
     "PYTHONDONTWRITEBYTECODE": "read-only root filesystem: no .pyc files",
     "HOME": "read-only root filesystem: HOME on the /tmp emptyDir",
 }
-# Secrets referenced ahead of the settings that read them (Slack and PagerDuty are built on other branches;
-# SLACK_* are the names bot/settings.py gets there). All are optional secretKeyRefs.
-PENDING_SETTINGS = {
-    "SLACK_BOT_TOKEN",
-    "SLACK_SIGNING_SECRET",
-    "PAGERDUTY_ROUTING_KEY",
-    "PAGERDUTY_API_KEY",
-    "PAGERDUTY_WEBHOOK_SECRET",
-}
+# Variables referenced ahead of the settings that read them (none now: every one is a setting).
+PENDING_SETTINGS: set[str] = set()
 
 
 def test_overlay_renders_and_validates_offline(overlay: str) -> None:

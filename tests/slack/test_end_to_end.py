@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 import workers.slack_tasks
 import workers.tasks
+from bot import fanout
 from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
@@ -97,7 +98,7 @@ def test_alertmanager_webhook_becomes_a_slack_root_message(
     slack_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(workers.tasks, "get_settings", lambda: slack_settings)
+    monkeypatch.setattr(fanout, "_override", slack_settings)  # the worker decides the fan-out with these
     body = notification()
     body["alerts"][0]["labels"]["severity"] = "critical"
     body["commonAnnotations"]["summary"] = "<!channel> queue depth {{ 7*7 }}"

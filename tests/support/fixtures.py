@@ -7,10 +7,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from bot.incidents.store import IncidentStore
+from bot.sandbox.slack_emulator import SlackEmulator
 from bot.settings import Settings, get_settings
 from tests.support.services import RedisServer
+from tests.support.slack import APPROVER, GROUP_RESPONDER, RESPONDER, SIGNING_SECRET
 from workers.celery_app import ALL_QUEUES
 
 
@@ -51,7 +54,38 @@ def celery_worker() -> Iterator[object]:
     broker = redis.Redis.from_url(get_settings().effective_broker_url)
     broker.delete(*ALL_QUEUES)  # stale messages from an aborted earlier run
     with embedded_worker(app, queues=ALL_QUEUES, pool="solo", concurrency=1) as worker:
+        time.sleep(0.2)
+        worker.idle_timer_entries = len(worker.consumer.timer.queue)  # the consumer's own periodic entries
         yield worker
+
+
+def worker_idle(worker: object, broker: redis.Redis) -> bool:
+    """No message waiting in the queues, none being run, and no retry/countdown held by the worker."""
+    from celery.worker import state
+
+    return (
+        all(broker.llen(q) == 0 for q in ALL_QUEUES)
+        and not state.active_requests
+        and not state.reserved_requests
+        and len(worker.consumer.timer.queue) <= worker.idle_timer_entries  # type: ignore[attr-defined]
+    )
+
+
+@pytest.fixture(autouse=True)
+def _quiet_worker_between_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Let the session worker finish a test's tasks before the next test starts.
+
+    Otherwise a retry or notification queued late by one test runs during the next one, against that
+    test's emulators and freshly numbered incidents.
+    """
+    yield
+    if "celery_worker" not in request.fixturenames:
+        return
+    worker = request.getfixturevalue("celery_worker")
+    broker = redis.Redis.from_url(get_settings().effective_broker_url)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not worker_idle(worker, broker):
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -72,3 +106,29 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval:
             return value
         time.sleep(interval)
     pytest.fail(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def emulator() -> Iterator[SlackEmulator]:
+    """A fresh Slack Web API emulator on loopback."""
+    with SlackEmulator(
+        users={RESPONDER: "rita", APPROVER: "abe", GROUP_RESPONDER: "gus"},
+        usergroups={"S0RESPOND": [GROUP_RESPONDER]},
+    ) as emu:
+        yield emu
+
+
+@pytest.fixture
+def slack_settings(settings: Settings, emulator: SlackEmulator) -> Settings:
+    """Test settings with Slack configured against the emulator (responders: a user and a group)."""
+    return settings.model_copy(
+        update={
+            "slack_bot_token": SecretStr(emulator.token),
+            "slack_signing_secret": SecretStr(SIGNING_SECRET),
+            "slack_api_url": emulator.api_url,
+            "slack_responders": f"{RESPONDER},S0RESPOND",
+            "slack_approvers": APPROVER,
+            "slack_response_url_prefixes": emulator.base + "/response/",
+            "slack_digest_interval_seconds": 0.5,
+        }
+    )

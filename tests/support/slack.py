@@ -42,7 +42,7 @@ def command_body(
             "command": "/incident",
             "text": text,
             "api_app_id": "A0INCIDENT",
-            "response_url": response_url or "https://hooks.slack.com/commands/T0/1/x",
+            "response_url": response_url or "http://127.0.0.1:9/unrouted/commands/T0/1/x",
             "trigger_id": trigger or f"trig.{time.monotonic_ns()}",
         }
     ).encode()
@@ -71,7 +71,7 @@ def action_body(
             "is_ephemeral": False,
         },
         "channel": {"id": channel, "name": "incidents-high"},
-        "response_url": response_url or "https://hooks.slack.com/actions/T0/1/x",
+        "response_url": response_url or "http://127.0.0.1:9/unrouted/actions/T0/1/x",
         "actions": [
             {
                 "type": "button",
