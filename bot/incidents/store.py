@@ -277,7 +277,7 @@ class IncidentStore:
                     pipe, type_, now, incident_fields(incident, page=self._pages(incident)) | extra
                 )
         target = incident or current
-        self._record_flap(pipe, gid, webhook, flap, flapping, target, now)
+        self._record_flap(pipe, gid, webhook, delivery_key, flap, flapping, target, now)
         result_id = incident.id if incident else (current.id if current else "")
         if decision.outcome is not Outcome.FLAPPING:
             # A suppressed firing leaves no marker: Alertmanager's next repeat of it is looked at again,
@@ -335,6 +335,7 @@ class IncidentStore:
         pipe: redis.client.Pipeline,
         gid: str,
         webhook: AlertmanagerWebhook,
+        delivery_key: str,
         flap: FlapState,
         flapping: bool,
         target: Incident | None,
@@ -345,7 +346,7 @@ class IncidentStore:
         if not flap.is_change:
             return
         flap_key = self.key("flap", gid)
-        pipe.zadd(flap_key, {f"{now.timestamp():.6f}:{webhook.status.value}": now.timestamp()})
+        pipe.zadd(flap_key, {f"{now.isoformat()}:{delivery_key[:16]}": now.timestamp()})
         pipe.zremrangebyscore(flap_key, "-inf", (now - self.config.flap_window).timestamp())
         pipe.expire(flap_key, window)
         if not flapping:
@@ -591,6 +592,8 @@ class IncidentStore:
         def change(current: Incident, _now: datetime) -> tuple[Incident, _Change]:
             if not timer.is_current(current) or not current.is_open:
                 return current, _Change()
+            if timer.kind == ESCALATE and current.status is not IncidentStatus.TRIGGERED:
+                return current, _Change()  # acknowledged by a path that left the timer behind
             firing = [a.labels for a in current.alerts.values() if a.status is AlertStatus.FIRING]
             mark = self._maintenance_mark(firing) if firing else None
             if mark is not None:

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
+from redis.exceptions import RedisError
 
+from bot.errors import TransientError
 from bot.models import Incident, IncidentStatus
 from bot.severity import LevelSpec
 
@@ -166,7 +168,10 @@ class TimerQueue:
     def claim(self, now: datetime, *, lease_seconds: float, limit: int = 100) -> list[TimerRef]:
         """Atomically take the timers due at *now* (and lapsed claims); each goes to one caller only."""
         lease_until = now.timestamp() + lease_seconds
-        raw = self._claim(keys=[self.key, self.claimed_key], args=[now.timestamp(), limit, lease_until])
+        try:
+            raw = self._claim(keys=[self.key, self.claimed_key], args=[now.timestamp(), limit, lease_until])
+        except RedisError as exc:
+            raise TransientError(f"cannot claim timers: {exc}") from exc
         out = []
         for member in raw or []:
             try:
