@@ -8,7 +8,7 @@ Keys (under the configured prefix)::
     maint:seq           INCR counter behind window ids (MW-1, MW-2, …)
     maint:<id>          one window as JSON, expiring when the window ends (so it disappears by itself)
     maint:index         set of window ids; ids whose key has expired are pruned on read
-    automation          hash: enabled ("1"/"0"), by, reason, at
+    automation          hash: enabled ("1"/"0"), by, reason, at (each change also goes to the events stream)
 
 The runbook engine's guards code against :class:`Controls`; :class:`AutomationControls` implements it.
 Its checks fail closed: if Redis cannot be read, automation counts as disabled and every alert as in
@@ -30,6 +30,7 @@ import redis
 from redis.exceptions import RedisError
 
 from bot.errors import PermanentError, TransientError
+from bot.incidents.events import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,7 @@ class AutomationSwitch:
     def __init__(self, client: redis.Redis, prefix: str = "ib:", *, clock: Clock = _utcnow) -> None:
         self._r = client
         self._key = prefix + "automation"
+        self._events = EventLog(client, prefix)
         self._clock = clock
 
     def enabled(self) -> bool:
@@ -281,7 +283,11 @@ class AutomationSwitch:
         at = self._clock()
         fields = ["enabled", "1" if on else "0", "by", who, "reason", reason, "at", at.isoformat()]
         try:
-            self._r.hset(self._key, items=fields)
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(self._key, items=fields)
+            kind = "automation_enabled" if on else "automation_disabled"
+            self._events.add(pipe, kind, at, {"actor": who, "reason": reason})
+            pipe.execute()
         except RedisError as exc:
             raise TransientError(f"cannot set the automation switch: {exc}") from exc
         return SwitchStatus(on, who, reason or None, at)
