@@ -146,4 +146,4 @@ def format_report(report: Report) -> str:
         f"flapping groups: {report.flapping_groups}",
     ]
     lines += [f"  {key}" for key in report.flapping_group_keys]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)

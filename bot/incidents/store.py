@@ -519,10 +519,8 @@ class IncidentStore:
         *,
         finish: TimerRef | None = None,
     ) -> Incident:
-        """Apply *change* under the group lock with the incident key WATCHed, in one MULTI/EXEC.
-
-        With *finish*, that timer's claim is removed in the same transaction, even when nothing changed.
-        """
+        """Apply *change* under the group lock with the incident key WATCHed, in one MULTI/EXEC."""
+        # with *finish*, that timer's claim goes in the same transaction, even when nothing changed
         try:
             gid = group_id(self.get(incident_id).group_key)
             with self._group_lock(gid, incident_id), self._r.pipeline(transaction=True) as pipe:
