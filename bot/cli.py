@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from bot import __version__
 from bot.cli_classify import add_classify_parser, run_classify
+from bot.cli_ops import add_ops_parsers, add_postmortem_parser
 from bot.errors import ConfigError, IncidentBotError
 from bot.incidents.store import IncidentNotFound, IncidentStore
 from bot.logconfig import configure_logging
@@ -206,11 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="incident id, e.g. INC-0042")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_incidents_show)
+    add_postmortem_parser(isub)
 
     p = add_classify_parser(sub)
     p.set_defaults(handler=lambda args, _settings: run_classify(args))
 
     add_sandbox_parser(sub)
+    add_ops_parsers(sub)
 
     p = sub.add_parser("demo", help="play the built-in scenario against an in-process bot and print it")
     p.set_defaults(handler=cmd_demo)

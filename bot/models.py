@@ -136,6 +136,20 @@ class Incident(BaseModel):
     resolved_at: datetime | None = None
     previous_incident: str | None = None
     commander: str | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    reopened_count: int = 0
+    in_maintenance: bool = False
+    maintenance_reason: str | None = None
+    escalation_level: int = 0
+    escalation_due: datetime | None = None
+    next_reminder_at: datetime | None = None
+    reminders_sent: int = 0
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the incident is not resolved."""
+        return self.status is not IncidentStatus.RESOLVED
 
     @property
     def firing_count(self) -> int:

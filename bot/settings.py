@@ -181,6 +181,32 @@ class Settings(BaseSettings):
         ge=0,
         description="How long after resolution a firing alert reopens the incident instead of a new one.",
     )
+    escalation_max_levels: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Escalations per unacknowledged incident (one per escalation period of its level).",
+    )
+    timer_tick_seconds: float = Field(
+        5.0, gt=0, le=60, description="How often beat runs the timer tick (escalations, reminders)."
+    )
+    timer_lease_seconds: int = Field(
+        60,
+        ge=5,
+        le=3600,
+        description="A claimed timer whose worker died is claimable again after this long.",
+    )
+    flap_threshold: int = Field(
+        4,
+        ge=1,
+        description="A group with more state changes (fire or resolve) than this within the window flaps.",
+    )
+    flap_window_seconds: int = Field(
+        3600, ge=60, description="Flapping window; a flapping group settles after this long without changes."
+    )
+    events_maxlen: int = Field(
+        100_000, ge=100, description="Approximate length cap of the notification events stream."
+    )
 
     @field_validator("vllm_endpoints", "kube_allowed_namespaces", mode="before")
     @classmethod
@@ -296,6 +322,11 @@ class Settings(BaseSettings):
     def slack_response_url_prefix_list(self) -> tuple[str, ...]:
         """Allowed response_url prefixes."""
         return tuple(p.strip() for p in self.slack_response_url_prefixes.split(",") if p.strip())
+
+    @property
+    def flap_window(self) -> timedelta:
+        """FLAP_WINDOW_SECONDS as a timedelta."""
+        return timedelta(seconds=self.flap_window_seconds)
 
     def secret_values(self) -> list[str]:
         """Plain values of every secret, for the log redaction filter."""

@@ -4,7 +4,8 @@ Visibility timeout: 900 s by default (CELERY_VISIBILITY_TIMEOUT). On Redis a tas
 acknowledged is handed out again after this long, so it must exceed the longest task; every task here is
 bounded well below it (alert intake takes milliseconds; runbook steps carry their own timeouts, capped at
 10 minutes). Nothing uses countdowns or ETAs near it: escalation timers live in a Redis sorted set polled by
-beat. Longer would delay recovery after a whole worker node is lost; shorter risks running a long step twice.
+beat (``workers.tasks.timers.tick`` every TIMER_TICK_SECONDS, see bot.incidents.timers). Longer would
+delay recovery after a whole worker node is lost; shorter risks running a long step twice.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ QUEUE_NOTIFICATIONS = "notifications"
 ALL_QUEUES = (QUEUE_ALERTS, QUEUE_RUNBOOKS, QUEUE_NOTIFICATIONS)
 
 TASK_PROCESS_ALERT_GROUP = "workers.tasks.process_alert_group"
+TASK_TIMERS_TICK = "workers.tasks.timers.tick"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -44,8 +46,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": [Queue(q, routing_key=q) for q in ALL_QUEUES],  # type: ignore[no-untyped-call]
         "task_routes": {
             TASK_PROCESS_ALERT_GROUP: {"queue": QUEUE_ALERTS, "routing_key": QUEUE_ALERTS},
+            TASK_TIMERS_TICK: {"queue": QUEUE_ALERTS, "routing_key": QUEUE_ALERTS},
             "workers.tasks.runbook.*": {"queue": QUEUE_RUNBOOKS, "routing_key": QUEUE_RUNBOOKS},
             "workers.tasks.notify.*": {"queue": QUEUE_NOTIFICATIONS, "routing_key": QUEUE_NOTIFICATIONS},
+        },
+        "beat_schedule": {
+            "timers-tick": {
+                "task": TASK_TIMERS_TICK,
+                "schedule": settings.timer_tick_seconds,
+                # a tick nobody picked up before the next one is due is useless: drop it
+                "options": {"expires": settings.timer_tick_seconds},
+            }
         },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
@@ -59,7 +70,12 @@ def make_celery(settings: Settings, *, with_tasks: bool = True) -> Celery:
     celery = Celery("incident_bot", set_as_current=with_tasks)
     celery.conf.update(celery_config(settings))
     if with_tasks:
-        celery.conf.include = ["workers.tasks", "workers.slack_tasks", "workers.pagerduty_tasks"]
+        celery.conf.include = [
+            "workers.tasks",
+            "workers.slack_tasks",
+            "workers.pagerduty_tasks",
+            "workers.timer_tasks",
+        ]
     return celery
 
 

@@ -20,7 +20,7 @@ from workers.celery_app import TASK_PROCESS_ALERT_GROUP, app
 log = logging.getLogger("incident_bot.worker")
 
 #: Intake outcomes that change what Slack shows.
-_NOTIFY_OUTCOMES = frozenset({"created", "updated", "resolved", "duplicate"})
+_NOTIFY_OUTCOMES = frozenset({"created", "updated", "resolved", "reopened", "duplicate"})
 
 
 @functools.lru_cache(maxsize=1)

@@ -64,7 +64,7 @@ def test_redelivered_task_does_not_act_twice(client: TestClient, store: Incident
     assert len(store.timeline("INC-0001")) == 1
 
 
-def test_resolved_resolves_and_refire_opens_a_linked_incident(
+def test_resolved_resolves_and_refire_within_the_window_reopens_it(
     client: TestClient, store: IncidentStore
 ) -> None:
     client.post(
@@ -89,11 +89,14 @@ def test_resolved_resolves_and_refire_opens_a_linked_incident(
     assert [t.kind for t in store.timeline("INC-0001")] == ["opened", "alerts_changed", "resolved"]
     assert store.open_by_severity() == {}
 
+    # fired again well within REOPEN_WINDOW_SECONDS (30 min): the same incident is reopened
     client.post("/alertmanager", json=notification([alert(starts_at="2026-11-26T13:00:00Z")]), headers=AUTH)
-    second = wait_until(lambda: [i for i in store.recent() if i.id == "INC-0002"])[0]  # type: ignore[index]
-    assert second.previous_incident == "INC-0001"
-    assert second.status is IncidentStatus.TRIGGERED
+    wait_until(lambda: store.get("INC-0001").status is IncidentStatus.TRIGGERED)
+    assert [i.id for i in store.recent()] == ["INC-0001"]
+    assert [t.kind for t in store.timeline("INC-0001")][-1] == "reopened"
+    assert store.get("INC-0001").reopened_count == 1
     assert store.open_by_severity() == {"P2": 1}
     metrics = client.get("/metrics").text
     assert 'incident_bot_incidents_open{severity="P2"} 1.0' in metrics
-    assert 'incident_bot_tasks_total{outcome="created",task="process_alert_group"} 2.0' in metrics
+    assert 'incident_bot_tasks_total{outcome="created",task="process_alert_group"} 1.0' in metrics
+    assert 'incident_bot_tasks_total{outcome="reopened",task="process_alert_group"} 1.0' in metrics

@@ -15,7 +15,7 @@ from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
 from bot.web.app import create_app
 from tests.pagerduty.conftest import ALICE, SECRET_NEW, SECRET_OLD
-from tests.support.fixtures import wait_until
+from tests.support.fixtures import wait_until, worker_idle
 from tests.support.payloads import alert, notification
 from tests.support.slack import RESPONDER, RecordingSender, command_body, sign
 
@@ -199,16 +199,50 @@ def test_resolving_anywhere_closes_both(
     )
     wait_until(lambda: "pagerduty_resolved" in kinds(store, incident_id))
     assert pd.incidents[dedup_key(incident_id)].status == "resolved"
-    # and the other way: PagerDuty resolves a second P0, the bot's incident follows
+    # the group fires again within the reopen window: the same incident reopens and pages again ...
     client.post(
         "/alertmanager",
         json=p0(alert("VLLMServiceDown", severity="critical", starts_at="2026-11-26T12:00:00Z")),
         headers=AUTH,
     )
-    second = wait_until(lambda: [i for i in store.recent() if i.id != incident_id])[0]  # type: ignore[index]
-    wait_until(lambda: "pagerduty_triggered" in kinds(store, second.id))
-    deliver(client, pd, "incident.resolved", second.id)
-    wait_until(lambda: store.get(second.id).status is IncidentStatus.RESOLVED)
-    assert pd.events("resolve") == [
-        e for e in pd.events("resolve") if e["dedup_key"] == dedup_key(incident_id)
-    ]
+    wait_until(lambda: kinds(store, incident_id).count("pagerduty_triggered") == 2)
+    assert store.get(incident_id).status is IncidentStatus.TRIGGERED
+    assert "reopened" in kinds(store, incident_id)
+    assert pd.incidents[dedup_key(incident_id)].status == "triggered"  # a new PagerDuty incident
+    # ... and this time PagerDuty resolves it: the bot's incident follows, nothing is sent back
+    resolves_before = len(pd.events("resolve"))
+    deliver(client, pd, "incident.resolved", incident_id)
+    wait_until(lambda: store.get(incident_id).status is IncidentStatus.RESOLVED)
+    wait_until(lambda: store.redis_client.hget(store.key("pd", incident_id), "state") == b"resolved")
+    assert len(pd.events("resolve")) == resolves_before
+
+
+def test_unacknowledged_p0_escalates_once_into_the_slack_thread_and_an_ack_stops_it(
+    client: TestClient,
+    store: IncidentStore,
+    pd: PagerDutyEmulator,
+    emulator: SlackEmulator,
+    celery_worker: object,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from workers.celery_app import TASK_TIMERS_TICK, app
+
+    incident_id = open_p0(client, store, pd)
+    later = (datetime.now(UTC) + timedelta(minutes=16)).isoformat()  # P0 escalates after 15 min
+    app.send_task(TASK_TIMERS_TICK, kwargs={"now": later})
+    wait_until(lambda: "escalated" in kinds(store, incident_id))
+
+    def thread_mentions_escalation() -> bool:
+        roots = emulator.channel_messages("C0CRIT0001", top_level_only=True)
+        replies = emulator.thread("C0CRIT0001", roots[0].ts) if roots else []
+        return any("scalat" in to_console({"blocks": r.blocks, "text": r.text}) for r in replies)
+
+    wait_until(thread_mentions_escalation)
+    app.send_task(TASK_TIMERS_TICK, kwargs={"now": later})  # the same instant again: nothing more
+    deliver(client, pd, "incident.acknowledged", incident_id)
+    wait_until(lambda: store.get(incident_id).status is IncidentStatus.ACKNOWLEDGED)
+    much_later = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+    app.send_task(TASK_TIMERS_TICK, kwargs={"now": much_later})
+    wait_until(lambda: worker_idle(celery_worker, store.redis_client))
+    assert kinds(store, incident_id).count("escalated") == 1
