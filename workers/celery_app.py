@@ -57,7 +57,7 @@ def make_celery(settings: Settings, *, with_tasks: bool = True) -> Celery:
     celery = Celery("incident_bot", set_as_current=False)
     celery.conf.update(celery_config(settings))
     if with_tasks:
-        celery.conf.include = ["workers.tasks"]
+        celery.conf.include = ["workers.tasks", "workers.runbook_tasks"]
     return celery
 
 

@@ -9,6 +9,7 @@ import redis
 from celery import Task
 
 from bot.errors import TransientError
+from bot.incidents.intake import Outcome
 from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
 from bot.settings import get_settings
@@ -40,6 +41,12 @@ def process_alert_group(self: Task, payload: dict[str, object], delivery_key: st
     store = incident_store()
     result = store.apply_notification(webhook, delivery_key)
     store.count_task("process_alert_group", str(result.outcome))
+    if result.incident_id and result.outcome in (Outcome.CREATED, Outcome.UPDATED, "duplicate"):
+        # A duplicate is a redelivery: the first attempt may have died before starting the runbooks;
+        # runs are keyed per incident and runbook, so starting again never runs one twice.
+        from workers.runbook_tasks import start_matching_runbooks
+
+        start_matching_runbooks(result.incident_id)
     log.info(
         "alert group applied: outcome=%s incident=%s group_status=%s alerts=%d key=%s attempt=%d",
         result.outcome,

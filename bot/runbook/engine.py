@@ -291,9 +291,13 @@ class Engine:
         raw = self._r.get(self._step_key(run, step_id))
         return StepRecord.model_validate_json(raw) if raw is not None else None
 
-    def claim_kick(self, run_id: str, index: int) -> bool:
-        """Mark step *index* of the run as enqueued; False when it already was."""
-        return bool(self._r.set(self.key("runbook", "kick", run_id, str(index)), "1", nx=True, ex=7 * 86400))
+    def kicked(self, run_id: str, index: int) -> bool:
+        """Whether the task for step *index* of the run has been enqueued."""
+        return bool(self._r.exists(self.key("runbook", "kick", run_id, str(index))))
+
+    def mark_kicked(self, run_id: str, index: int) -> None:
+        """Remember that the task for step *index* has been enqueued."""
+        self._r.set(self.key("runbook", "kick", run_id, str(index)), "1", ex=7 * 86400)
 
     # --- the step task's body ------------------------------------------------------------------
     def execute_step(self, run_id: str, index: int) -> Advance:

@@ -3,10 +3,11 @@
 Expressions use Python's *syntax* (parsed with :func:`ast.parse`, never evaluated by Python): literals,
 ``and`` / ``or`` / ``not``, comparisons (``== != < <= > >= in not in``), arithmetic (``+ - * / %``),
 dotted and indexed access into the evaluation context (``steps.queue.value``, ``labels["pod"]``),
-list literals, and a few pure functions (``len min max abs round float int str lower``). ``true``,
-``false`` and ``null`` are accepted as spellings of the constants. Anything else (calls of other names,
-lambdas, comprehensions, attribute names starting with ``_``) is refused when the expression is compiled,
-so a runbook linter catches it.
+list literals, and a few pure functions (``len min max abs round float int str lower``, and ``promql(x)``,
+which quotes and escapes x as a PromQL string literal, so a label value cannot break out of a query).
+``true``, ``false`` and ``null`` are accepted as spellings of the constants. Anything else (calls of
+other names, lambdas, comprehensions, attribute names starting with ``_``) is refused when the
+expression is compiled, so a runbook linter catches it.
 
 Missing values read as ``null``; an ordering comparison (``<``, ``>`` …) with ``null`` is false rather than an
 error, so ``steps.p95.value > 5`` is simply false when that step was skipped. Arithmetic on ``null`` raises
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import PermanentError
+from bot.severity import promql_string
 
 MAX_LENGTH = 2000
 
@@ -40,6 +42,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "int": int,
     "str": str,
     "lower": lambda s: str(s).lower(),
+    "promql": lambda s: promql_string(str(s)),
 }
 _CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {

@@ -122,6 +122,20 @@ def notify(ctx: StepContext, params: NotifyParams) -> StepResult:
     return StepResult.ok(f"notified: {text}", text=text, posted=True)
 
 
+class EscalateParams(StepParams):
+    """Hand the incident to a person, saying why (a templated reason)."""
+
+    templates: ClassVar[tuple[str, ...]] = ("reason",)
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+@step("escalate", mutating=False, description="Fail with a templated reason (pair with on_failure: escalate)")
+def escalate(ctx: StepContext, params: EscalateParams) -> StepResult:
+    """Always fails with the reason, so the step's on_failure (usually escalate) takes over."""
+    return StepResult.failed(render_template(params.reason, ctx.expr_context()))
+
+
 class ApprovalParams(StepParams):
     """Pause until a person approves or denies (Slack button or `incident-bot runbook approve`)."""
 

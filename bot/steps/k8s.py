@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from bot.errors import PermanentError
 from bot.integrations.kube import RESTARTED_AT, KubeNotFound, PodSummary
 from bot.runbook.registry import (
     Recovery,
@@ -160,7 +161,7 @@ def logs(ctx: StepContext, params: LogsParams) -> StepResult:
     for name in names:
         try:
             text = ctx.kube.pod_logs(params.namespace, name, tail_lines=params.tail, previous=params.previous)
-        except KubeNotFound:
+        except PermanentError:  # gone, or no previous container to read: nothing to count
             continue
         read.append(name)
         for line in text.splitlines():
