@@ -101,7 +101,7 @@ def metrics(ctx: StepContext, params: MetricsParams) -> StepResult:
     return StepResult.ok(
         f"queue {fmt(out['queue_depth'])}, running {fmt(out['running'])}, "
         f"KV-cache {fmt(out['kv_cache_usage'])}, "
-        f"TTFT p95 {fmt(out['ttft_p95'])}s, preemptions {fmt(out['preemptions'])} "
+        f"TTFT p95 {fmt(out['ttft_p95'])} s, preemptions {fmt(out['preemptions'])} "
         f"({len(snaps)}/{len(urls)} servers)",
         reachable=len(snaps),
         servers=len(urls),
