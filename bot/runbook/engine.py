@@ -671,6 +671,7 @@ class Engine:
             deadline=time.monotonic() + spec.timeout,
             first_started_at=record.first_started_at or self.clock(),
             now=self.clock,
+            sleep=self.sleep,
             record_intent=record_intent,
             intent=record.intent,
             approved_by=record.approved_by,

@@ -12,6 +12,7 @@ change was applied, was certainly not applied, or is unknown.
 
 from __future__ import annotations
 
+import time
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class StepContext:
     first_started_at: datetime
     """When this step was first started (a PENDING step keeps it across re-checks)."""
     now: Callable[[], datetime]
+    sleep: Callable[[float], None] = time.sleep
     record_intent: Callable[[dict[str, Any]], None] = lambda plan: None
     intent: Mapping[str, Any] | None = None
     """The plan recorded by an earlier attempt of this step (for recoverers)."""

@@ -226,7 +226,12 @@ def rollout_status(ctx: StepContext, params: RolloutStatusParams) -> StepResult:
     """Poll the rollout like `kubectl rollout status`; fail on timeout or a passed progress deadline."""
     budget = max(0.0, min(params.timeout, ctx.deadline - time.monotonic()))
     status = ctx.kube.wait_for_rollout(
-        params.namespace, params.deployment, timeout=budget, interval=params.interval
+        params.namespace,
+        params.deployment,
+        timeout=budget,
+        interval=params.interval,
+        sleep=ctx.sleep,
+        clock=lambda: ctx.now().timestamp(),
     )
     out = {
         "complete": status.complete,

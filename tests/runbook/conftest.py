@@ -75,7 +75,7 @@ def make_engine(
         s = settings or rb_settings
         client = redis.Redis.from_url(s.redis_url)
         own_store = IncidentStore(client, prefix=s.key_prefix, dedup_ttl=s.dedup_ttl_seconds)
-        kube = KubeClient.from_kubeconfig(str(sandbox.kubeconfig))
+        kube = kwargs.pop("kube", None) or KubeClient.from_kubeconfig(str(sandbox.kubeconfig))
         clock = clock or FastClock()
         engine = Engine(
             client,

@@ -105,7 +105,11 @@ CASES = [
         {},
         oom_decode,
         RunStatus.ESCALATED,
-        ("oom_logs (k8s.logs, read): ok - 3 line(s)", "replace (k8s.delete_pods, mutating): ok - deleted 1 of 3", "escalate"),
+        (
+            "oom_logs (k8s.logs, read): ok - 3 line(s)",
+            "replace (k8s.delete_pods, mutating): ok - deleted 1 of 3",
+            "escalate",
+        ),
         ("would delete",),
     ),
     Case(
@@ -179,7 +183,9 @@ def decode_state(sandbox: Sandbox) -> tuple[int, tuple[str, ...], list[str]]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.runbook for c in CASES])
-def test_runbook_for_real(case: Case, sandbox: Sandbox, make_engine: EngineFactory, store: IncidentStore) -> None:
+def test_runbook_for_real(
+    case: Case, sandbox: Sandbox, make_engine: EngineFactory, store: IncidentStore
+) -> None:
     if case.setup:
         case.setup(sandbox)
     engine = make_engine()
@@ -194,7 +200,9 @@ def test_runbook_for_real(case: Case, sandbox: Sandbox, make_engine: EngineFacto
     steps = engine.runbooks[case.runbook].steps
     # Every step that was reached tells its story, in order, and the run ends with a verdict.
     reached = [line for line in lines if line.startswith("runbook_step:")]
-    assert [line.split("] ", 1)[1].split(" ", 1)[0] for line in reached] == [s.id for s in steps][: len(reached)]
+    assert [line.split("] ", 1)[1].split(" ", 1)[0] for line in reached] == [s.id for s in steps][
+        : len(reached)
+    ]
     assert lines[0].startswith("runbook_started:") and lines[-1].startswith("runbook_finished:")
 
 
@@ -216,7 +224,10 @@ def test_runbook_dry_run_changes_nothing(
         assert fragment in text, f"{fragment!r} missing from:\n{text}"
     assert sandbox.kube.count(mutating=True) == 0, [r for r in sandbox.kube.requests if r.mutating]
     dry = [r for r in sandbox.kube.requests if r.query.get("dryRun") == "All"]
-    assert bool(dry) == any(s.type.startswith("k8s.") and engine.registry[s.type].mutating
-                            for s in engine.runbooks[case.runbook].steps if "would" in text)
+    assert bool(dry) == any(
+        s.type.startswith("k8s.") and engine.registry[s.type].mutating
+        for s in engine.runbooks[case.runbook].steps
+        if "would" in text
+    )
     assert decode_state(sandbox) == before
     assert not any(t.kind == "notify" for t in store.timeline(incident.id))
