@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.errors import ConfigError
-from bot.runbook.expr import ExprError, check_value, compile_expr, placeholders
+from bot.runbook.expr import ExprError, check_value, compile_expr
 from bot.runbook.registry import ROOT_NAMES, StepParams, StepType, step_types
 from bot.severity import LabelMatcher, Severity, _node_line
 from bot.steps import Seconds
@@ -219,7 +219,7 @@ def _check_params(
             found = []
             dynamic.add(key)
         check_refs([r for e in found for r in e.references], loc)
-        if (isinstance(value, str) and placeholders(value)) or key in dynamic:
+        if key in dynamic or (isinstance(value, str) and "${" in value):
             dynamic.add(key)
             field = model.model_fields.get(key)
             candidate[key] = _sample(field.annotation) if field is not None else "x"
