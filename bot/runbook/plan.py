@@ -135,10 +135,13 @@ def plan(
                 runs = "depends"
             else:
                 runs = "yes" if expr.truth(context) else "no"
-        try:
-            shown = render_value(spec.params, context)
-        except ExprError:
-            shown = dict(spec.params)  # reads step outputs: shown as written
+        shown: dict[str, Any] = {}
+        for key, value in spec.params.items():
+            reads_steps = isinstance(value, str) and "steps." in value and "${" in value
+            try:
+                shown[key] = value if reads_steps else render_value(value, context)
+            except ExprError:
+                shown[key] = value  # known only at run time: shown as written
         planned.append(
             PlannedStep(
                 id=spec.id,
