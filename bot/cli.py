@@ -18,6 +18,7 @@ from bot.errors import ConfigError, IncidentBotError
 from bot.incidents.store import IncidentNotFound, IncidentStore
 from bot.logconfig import configure_logging
 from bot.models import Incident
+from bot.runbook.cli import add_runbook_parser
 from bot.sandbox.cli import add_sandbox_parser
 from bot.settings import Settings, get_settings
 
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sandbox_parser(sub)
     add_ops_parsers(sub)
+    add_runbook_parser(sub)
 
     p = sub.add_parser("demo", help="play the built-in scenario against an in-process bot and print it")
     p.set_defaults(handler=cmd_demo)

@@ -164,6 +164,35 @@ class Settings(BaseSettings):
         None, description="CA bundle to trust for the PagerDuty URLs (a proxy, or the test emulator)."
     )
 
+    # --- Runbooks ------------------------------------------------------------------------------
+    runbook_auto_run: bool = Field(
+        True, description="Start matching runbooks automatically when an incident opens or changes."
+    )
+    runbook_auto_dry_run: bool = Field(
+        False, description="Automatic runs are dry runs (every change a server-side dry run)."
+    )
+    runbook_max_replicas: int = Field(
+        16, ge=1, le=1000, description="No runbook scales a Deployment above this, whatever it asks."
+    )
+    runbook_max_pod_delete_fraction: float = Field(
+        0.5, gt=0, le=1, description="Largest fraction of a Deployment's pods one step may delete."
+    )
+    runbook_cooldown_seconds: int = Field(
+        300, ge=0, description="After an action on a target, the same action on it waits this long."
+    )
+    runbook_max_actions: int = Field(
+        10, ge=1, description="Circuit breaker: at most this many changes in RUNBOOK_ACTION_WINDOW_SECONDS."
+    )
+    runbook_action_window_seconds: int = Field(
+        900, ge=1, description="Window of the circuit breaker (all workers, all targets)."
+    )
+    runbook_approval_timeout_seconds: int = Field(
+        1800, ge=10, description="How long a step with requires_approval waits for a decision."
+    )
+    runbook_recheck_prometheus: bool = Field(
+        True, description="Before a change, also re-evaluate the alert's expression (needs PROMETHEUS_URL)."
+    )
+
     # --- Logging --------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

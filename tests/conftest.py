@@ -31,5 +31,7 @@ os.environ.pop("BROKER_URL", None)
 os.environ.setdefault("KEY_PREFIX", "ibtest:")
 os.environ.setdefault("ALERTMANAGER_TOKEN", "test-token-0123456789")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+# Intake tests count timeline entries; runbook tests start runs explicitly (and turn this on where tested).
+os.environ.setdefault("RUNBOOK_AUTO_RUN", "false")
 
 pytest_plugins = ["tests.support.fixtures"]

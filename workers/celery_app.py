@@ -75,6 +75,7 @@ def make_celery(settings: Settings, *, with_tasks: bool = True) -> Celery:
             "workers.slack_tasks",
             "workers.pagerduty_tasks",
             "workers.timer_tasks",
+            "workers.runbook_tasks",
         ]
     return celery
 

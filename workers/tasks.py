@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from bot.errors import TransientError
 from bot.fanout import change_notifications, fanout_settings
+from bot.incidents.intake import Outcome
 from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
 from bot.settings import get_settings
@@ -55,6 +56,17 @@ def process_alert_group(self: Task, payload: dict[str, object], delivery_key: st
                 app.send_task(name, args=args)
         except (KombuError, RedisError, OSError) as exc:
             raise TransientError(f"could not queue the notifications: {exc}") from exc
+    if result.incident_id and result.outcome in (
+        Outcome.CREATED,
+        Outcome.UPDATED,
+        Outcome.REOPENED,
+        "duplicate",
+    ):
+        # A duplicate is a redelivery: the first attempt may have died before starting the runbooks;
+        # runs are keyed per incident and runbook, so starting again never runs one twice.
+        from workers.runbook_tasks import start_matching_runbooks
+
+        start_matching_runbooks(result.incident_id)
     log.info(
         "alert group applied: outcome=%s incident=%s group_status=%s alerts=%d key=%s attempt=%d",
         result.outcome,

@@ -671,9 +671,20 @@ class IncidentStore:
             {"at": at.isoformat(), "kind": kind, "message": message, "data": json.dumps(data, default=str)},
         )
 
-    def append_timeline(self, incident_id: str, kind: str, message: str, data: dict[str, object]) -> str:
-        """Append one entry to an incident's timeline; returns the stream entry id."""
+    def append_timeline(
+        self,
+        incident_id: str,
+        kind: str,
+        message: str,
+        data: dict[str, object],
+        *,
+        pipe: redis.client.Pipeline | None = None,
+    ) -> str:
+        """Append one entry to an incident's timeline; returns its stream id ("" when queued on pipe)."""
         self.get(incident_id)  # raises IncidentNotFound
+        if pipe is not None:
+            self._xadd(pipe, incident_id, kind, message, data, self._clock())
+            return ""
         entry_id = self._r.xadd(
             self.key("inc", incident_id, "timeline"),
             {

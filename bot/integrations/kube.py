@@ -622,6 +622,11 @@ class KubeClient:
         """Read a Deployment and summarise it."""
         return summarize_deployment(self._read_deployment(namespace, name))
 
+    def template_annotations(self, namespace: str, name: str) -> dict[str, str]:
+        """The annotations of a Deployment's pod template (restartedAt lives there)."""
+        template = (self._read_deployment(namespace, name).get("spec") or {}).get("template") or {}
+        return dict((template.get("metadata") or {}).get("annotations") or {})
+
     def scale(self, namespace: str, name: str, replicas: int, *, dry_run: bool = False) -> ScaleResult:
         """Set a Deployment's replicas through the scale subresource (merge patch, like kubectl scale)."""
         if replicas < 0:
@@ -821,6 +826,19 @@ class KubeClient:
             ),
         )
         return [summarize_pod(p) for p in listing.get("items") or []]
+
+    def delete_pod(
+        self, namespace: str, name: str, *, grace_period_seconds: int | None = None, dry_run: bool = False
+    ) -> None:
+        """Delete one pod (its ReplicaSet replaces it); KubeNotFound when it is already gone."""
+        self._check_namespace(namespace)
+        kwargs: dict[str, Any] = self._opts(dry_run)
+        if grace_period_seconds is not None:
+            kwargs["grace_period_seconds"] = grace_period_seconds
+        self._raw(
+            f"delete pod {namespace}/{name}",
+            lambda api: k8s.CoreV1Api(api).delete_namespaced_pod(name, namespace, **kwargs),
+        )
 
     def list_events(
         self,

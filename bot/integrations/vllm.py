@@ -585,6 +585,10 @@ class VLLMClient:
                 reports.append(HealthReport(result.url, HealthState.ERROR, None, 0.0, str(result.error)))
         return reports
 
+    async def models_all(self, urls: Iterable[str]) -> list[FanoutResult[list[ModelCard]]]:
+        """``models()`` of every server, concurrently (bounded), in the given order."""
+        return await self._fanout(urls, self.models)
+
     async def metrics_all(self, urls: Iterable[str]) -> list[FanoutResult[MetricsSnapshot]]:
         """``metrics()`` of every server, concurrently (bounded), in the given order."""
         return await self._fanout(urls, self.metrics)

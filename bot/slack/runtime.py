@@ -10,6 +10,8 @@ import redis
 from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
 
+from bot.controls import AutomationSwitch
+from bot.controls import MaintenanceWindows as WindowStore
 from bot.errors import BrokerUnavailable
 from bot.fanout import change_notifications
 from bot.incidents.commands import IncidentCommands, StoreIncidentCommands
@@ -19,13 +21,12 @@ from bot.settings import Settings
 from bot.slack import tasknames
 from bot.slack.audit import AuditLog
 from bot.slack.authz import Authorizer
+from bot.slack.controls import SwitchControl, WindowControl
 from bot.slack.notifier import SlackNotifier
 from bot.slack.render import SlackRenderer
 from bot.slack.service import (
     AutomationControl,
     MaintenanceWindows,
-    NoAutomationControl,
-    NoMaintenanceWindows,
     NoTierStatus,
     SlackService,
     TaskSender,
@@ -126,7 +127,7 @@ def build_runtime(
         client=r,
         notify=notify or notify_default,
         tier=tier or NoTierStatus(),
-        automation=automation or NoAutomationControl(),
-        maintenance=maintenance or NoMaintenanceWindows(),
+        automation=automation or SwitchControl(AutomationSwitch(r, settings.key_prefix)),
+        maintenance=maintenance or WindowControl(WindowStore(r, settings.key_prefix)),
     )
     return SlackRuntime(settings, r, store, web, notifier, service, task_sender)

@@ -330,7 +330,12 @@ class SlackService:
         self.store.get(incident_id)  # IncidentNotFound is a PermanentError with a readable message
         task_id = self.sender.send(
             tasknames.RUNBOOK_RUN,
-            kwargs={"incident_id": incident_id, "runbook": runbook, "dry_run": dry_run, "actor": actor},
+            kwargs={
+                "incident_id": incident_id,
+                "runbook": runbook,
+                "dry_run": dry_run,
+                "trigger": f"requested by {actor}",
+            },
         )
         mode = " (dry run)" if dry_run else ""
         self.store.append_timeline(

@@ -11,8 +11,8 @@ SLACK_COMMAND = "workers.tasks.notify.slack_command"
 #: Handle a button click that the web side acknowledged. Args: the interaction fields (dict).
 SLACK_ACTION = "workers.tasks.notify.slack_action"
 
-#: Runbook engine (another issue). kwargs: incident_id, runbook, dry_run, actor.
-RUNBOOK_RUN = "workers.tasks.runbook.run_request"
+#: Start a runbook run (workers/runbook_tasks.py). kwargs: incident_id, runbook, dry_run, trigger.
+RUNBOOK_RUN = "workers.tasks.runbook.run"
 #: Rollback flow (another issue). kwargs: namespace, deployment, to_revision, incident_id, dry_run, actor.
 ROLLBACK_REQUEST = "workers.tasks.runbook.rollback_request"
 #: Approval gate (another issue). args: incident_id, step_key, decision ("approve"|"deny"), actor.

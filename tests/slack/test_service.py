@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -171,7 +172,7 @@ def test_runbook_and_rollback_are_for_approvers_and_are_enqueued_by_name(
         "incident_id": inc.id,
         "runbook": "scale-decode",
         "dry_run": True,
-        "actor": f"slack:{APPROVER}",
+        "trigger": f"requested by slack:{APPROVER}",
     }
     assert [e.kind for e in store.timeline(inc.id)][-2:] == ["rollback_requested", "runbook_requested"]
 
@@ -190,8 +191,8 @@ def test_read_only_commands_work_for_everyone(
     outcome, reply = run(rt, emulator, f"show {inc.id}", user=STRANGER)
     assert outcome == "accepted" and "opened" in reply
     assert run(rt, emulator, "status", user=STRANGER)[1].endswith("serving-tier status source not configured")
-    assert "not wired" in run(rt, emulator, "automation status", user=STRANGER)[1]
-    assert "not wired" in run(rt, emulator, "maintenance list", user=STRANGER)[1]
+    assert "Automation is *ON*" in run(rt, emulator, "automation status", user=STRANGER)[1]
+    assert run(rt, emulator, "maintenance list", user=STRANGER)[0] == "accepted"
     assert run(rt, emulator, "automation off", user=STRANGER)[0] == "refused"
 
 
@@ -270,3 +271,30 @@ def test_buttons_ack_approve_deny_with_who_did_what(
     assert click(rt, emulator, "runbook_run_suggested", suggested, APPROVER) == "accepted"
     assert sender.named(tasknames.RUNBOOK_RUN)[-1][1]["runbook"] == "scale-decode"
     assert click(rt, emulator, "runbook_approve", "not json", APPROVER) == "usage"
+
+
+def test_kill_switch_and_maintenance_from_slack_reach_every_worker(
+    rt: SlackRuntime, emulator: SlackEmulator, redis_client: object, settings: object
+) -> None:
+    """The commands act on bot.controls in Redis: what the runbook engine's guards read."""
+    from bot.controls import AutomationControls
+
+    other_worker = AutomationControls(redis.Redis.from_url(rt.settings.redis_url), rt.settings.key_prefix)
+    assert other_worker.automation_enabled()
+    outcome, reply = run(rt, emulator, "automation off bad deploy in progress", user=APPROVER)
+    assert outcome == "accepted", reply
+    assert not other_worker.automation_enabled()
+    assert "OFF" in run(rt, emulator, "automation status", user=STRANGER)[1]
+    run(rt, emulator, "automation on", user=APPROVER)
+    assert other_worker.automation_enabled()
+
+    outcome, reply = run(rt, emulator, "maintenance start staging/vllm-decode 2h node drain", user=APPROVER)
+    assert outcome == "accepted", reply
+    assert other_worker.in_maintenance({"namespace": "staging", "deployment": "vllm-decode"}) == "node drain"
+    assert other_worker.in_maintenance({"namespace": "staging", "deployment": "other"}) is None
+    listing = run(rt, emulator, "maintenance list", user=STRANGER)[1]
+    assert "staging" in listing and "vllm-decode" in listing
+    window_id = re.search(r"`(MW-[A-Z0-9-]+|[A-Z0-9]{4,})`", listing)
+    assert window_id is not None, listing
+    assert run(rt, emulator, f"maintenance end {window_id.group(1)}", user=APPROVER)[0] == "accepted"
+    assert other_worker.in_maintenance({"namespace": "staging", "deployment": "vllm-decode"}) is None

@@ -54,29 +54,37 @@ def celery_worker() -> Iterator[object]:
     broker = redis.Redis.from_url(get_settings().effective_broker_url)
     broker.delete(*ALL_QUEUES)  # stale messages from an aborted earlier run
     with embedded_worker(app, queues=ALL_QUEUES, pool="solo", concurrency=1) as worker:
-        time.sleep(0.2)
-        worker.idle_timer_entries = len(worker.consumer.timer.queue)  # the consumer's own periodic entries
         yield worker
 
 
-def worker_idle(worker: object, broker: redis.Redis) -> bool:
-    """No message waiting in the queues, none being run, and no retry/countdown held by the worker."""
+def _eta_entries(worker: object) -> list[object]:
+    """Timer entries holding tasks sent with a countdown (retries, re-checks), not the consumer's own."""
+    return [
+        e
+        for e in worker.consumer.timer.queue  # type: ignore[attr-defined]
+        if getattr(e.entry.fun, "__name__", "") == "apply_eta_task"
+    ]
+
+
+def worker_idle(worker: object, broker: redis.Redis, *, soon: float = 3.0) -> bool:
+    """No message waiting in the queues, none running, and no countdown task due within `soon` seconds."""
     from celery.worker import state
 
+    horizon = time.monotonic() + soon
     return (
         all(broker.llen(q) == 0 for q in ALL_QUEUES)
         and not state.active_requests
-        and not state.reserved_requests
-        and len(worker.consumer.timer.queue) <= worker.idle_timer_entries  # type: ignore[attr-defined]
+        and all(e.eta > horizon for e in _eta_entries(worker))  # type: ignore[attr-defined]
     )
 
 
 @pytest.fixture(autouse=True)
 def _quiet_worker_between_tests(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Let the session worker finish a test's tasks before the next test starts.
+    """Let the session worker finish a test's work before the next test starts.
 
     Otherwise a retry or notification queued late by one test runs during the next one, against that
-    test's emulators and freshly numbered incidents.
+    test's emulators and freshly numbered incidents. Tasks held for a later countdown (a runbook step that
+    re-checks in minutes) belong to the finished test: they are acknowledged and dropped.
     """
     yield
     if "celery_worker" not in request.fixturenames:
@@ -86,6 +94,9 @@ def _quiet_worker_between_tests(request: pytest.FixtureRequest) -> Iterator[None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not worker_idle(worker, broker):
         time.sleep(0.05)
+    for held in _eta_entries(worker):
+        held.entry.args[0].acknowledge()  # type: ignore[attr-defined]
+        held.entry.cancel()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

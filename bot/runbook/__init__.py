@@ -1,0 +1,1 @@
+"""Runbooks: the file format, the step registry, guards, planning and the engine that runs them."""

@@ -1,0 +1,111 @@
+"""The adapters a runbook's steps use, created lazily so a read-only run needs only what it touches."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from bot.errors import ConfigError
+from bot.incidents.store import IncidentStore
+from bot.integrations.kube import DeploymentSummary, KubeClient, ScaleResult, UndoResult
+from bot.integrations.prometheus import PrometheusClient
+from bot.integrations.vllm import VLLMClient, run_sync
+from bot.runbook.registry import IntentMissing
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.runbook.registry import StepContext
+
+T = TypeVar("T")
+
+
+class Services:
+    """Kubernetes, Prometheus, vLLM and plain-HTTP access for steps, plus the incident store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: IncidentStore,
+        *,
+        kube: KubeClient | None = None,
+        prometheus: PrometheusClient | None = None,
+        vllm_endpoints: list[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._kube = kube
+        self._prometheus = prometheus
+        self.vllm_endpoints = list(vllm_endpoints if vllm_endpoints is not None else settings.vllm_endpoints)
+
+    @property
+    def kube(self) -> KubeClient:
+        """The Kubernetes adapter (built from settings on first use)."""
+        if self._kube is None:
+            self._kube = KubeClient.from_settings(self.settings)
+        return self._kube
+
+    def kube_for(self, ctx: StepContext) -> GuardedKube:
+        """The adapter as a step sees it: dry-run applied, mutations refused before the intent."""
+        return GuardedKube(self.kube, ctx)
+
+    def prometheus(self) -> PrometheusClient | None:
+        """The Prometheus client, or None when PROMETHEUS_URL is not set."""
+        if self._prometheus is None and self.settings.prometheus_url:
+            self._prometheus = PrometheusClient.from_settings(self.settings)
+        return self._prometheus
+
+    def vllm(self, factory: Callable[[VLLMClient], Coroutine[Any, Any, T]]) -> T:
+        """Run one vLLM client coroutine to completion."""
+        if not self.vllm_endpoints:
+            raise ConfigError("no vLLM endpoints configured (VLLM_ENDPOINTS)")
+        return run_sync(factory, self.settings)
+
+    def http(self, timeout: float) -> httpx.Client:
+        """A plain HTTP client for probes (no environment proxies)."""
+        return httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False)
+
+    def close(self) -> None:
+        """Release connection pools."""
+        if self._kube is not None:
+            self._kube.close()
+        if self._prometheus is not None:
+            self._prometheus.close()
+
+
+class GuardedKube:
+    """KubeClient as a step sees it: reads pass through; changes carry the dry-run flag and need an intent."""
+
+    def __init__(self, kube: KubeClient, ctx: StepContext) -> None:
+        self._kube = kube
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kube, name)
+
+    def _may_change(self, what: str) -> bool:
+        if not self._ctx.dry_run and not self._ctx.scratch.get("intent_recorded"):
+            raise IntentMissing(f"{self._ctx.step_type}: {what} attempted before ctx.record_intent()")
+        return self._ctx.dry_run
+
+    def scale(self, namespace: str, name: str, replicas: int) -> ScaleResult:
+        """Scale (server-side dry run when the run is a dry run)."""
+        return self._kube.scale(namespace, name, replicas, dry_run=self._may_change("scale"))
+
+    def rollout_restart(
+        self, namespace: str, name: str, *, now: dt.datetime | None = None
+    ) -> DeploymentSummary:
+        """Rollout restart (server-side dry run when the run is a dry run)."""
+        return self._kube.rollout_restart(namespace, name, dry_run=self._may_change("restart"), now=now)
+
+    def rollout_undo(self, namespace: str, name: str, *, to_revision: int | None = None) -> UndoResult:
+        """Rollout undo (server-side dry run when the run is a dry run)."""
+        return self._kube.rollout_undo(
+            namespace, name, to_revision=to_revision, dry_run=self._may_change("undo")
+        )
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod (server-side dry run when the run is a dry run)."""
+        self._kube.delete_pod(namespace, name, dry_run=self._may_change("delete pod"))

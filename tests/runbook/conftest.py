@@ -1,0 +1,120 @@
+"""Fixtures for runbook tests: the sandbox cluster, an engine wired to it, incidents opened from alerts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from bot.controls import AutomationControls
+from bot.incidents.store import IncidentStore
+from bot.integrations.kube import KubeClient
+from bot.models import AlertmanagerWebhook, Incident
+from bot.runbook.engine import Engine
+from bot.runbook.schema import load_runbooks
+from bot.runbook.services import Services
+from bot.sandbox.sandbox import Sandbox, SandboxConfig
+from bot.settings import Settings
+from tests.support.payloads import alert, notification
+
+
+class FastClock:
+    """Wall time plus whatever the engine 'slept'; sleeping advances it and barely waits."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+        self.lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self.lock:
+            return datetime.now(UTC) + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, 0.1))
+        with self.lock:
+            self.offset += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    """One decode replica, two vLLM servers, 60 req/s offered: the decode pool is saturated."""
+    with Sandbox(SandboxConfig(decode_replicas=1, vllm_servers=2, offered_rps=60.0), workdir=tmp_path) as sb:
+        yield sb
+
+
+@pytest.fixture
+def rb_settings(settings: Settings, sandbox: Sandbox) -> Settings:
+    """Settings pointing at the sandbox's vLLM servers, with short guard windows."""
+    return settings.model_copy(
+        update={
+            "vllm_endpoints": sandbox.vllm_endpoints,
+            "prometheus_url": None,
+            "runbook_cooldown_seconds": 300,
+            "runbook_max_actions": 10,
+        }
+    )
+
+
+EngineFactory = Callable[..., Engine]
+
+
+@pytest.fixture
+def make_engine(
+    rb_settings: Settings, sandbox: Sandbox, redis_client: redis.Redis, store: IncidentStore
+) -> Iterator[EngineFactory]:
+    """Build engines with their own Redis and Kubernetes clients (like separate workers)."""
+    made: list[Engine] = []
+
+    def factory(settings: Settings | None = None, clock: FastClock | None = None, **kwargs: Any) -> Engine:
+        s = settings or rb_settings
+        client = redis.Redis.from_url(s.redis_url)
+        own_store = IncidentStore(client, prefix=s.key_prefix, dedup_ttl=s.dedup_ttl_seconds)
+        kube = kwargs.pop("kube", None) or KubeClient.from_kubeconfig(str(sandbox.kubeconfig))
+        clock = clock or FastClock()
+        engine = Engine(
+            client,
+            own_store,
+            Services(s, own_store, kube=kube),
+            s,
+            kwargs.pop("runbooks", None) or load_runbooks(s.runbooks_dir),
+            kwargs.pop("controls", None) or AutomationControls(client, s.key_prefix),
+            clock=clock.now,
+            sleep=clock.sleep,
+        )
+        made.append(engine)
+        return engine
+
+    yield factory
+    for engine in made:
+        engine.services.close()
+
+
+_FP = iter(range(10_000))
+
+
+def open_incident(store: IncidentStore, name: str, **labels: str) -> Incident:
+    """Apply a firing notification for one alert and return the incident it opened."""
+    labels.setdefault("deployment", "vllm-decode")
+    body = notification(
+        [alert(name, fingerprint=f"fp{next(_FP):04d}", **labels)],
+        group_key=f'{{}}:{{alertname="{name}", n="{next(_FP)}"}}',
+    )
+    webhook = AlertmanagerWebhook.model_validate(body)
+    result = store.apply_notification(webhook, webhook.idempotency_key())
+    assert result.incident_id is not None
+    return store.get(result.incident_id)
+
+
+def story(store: IncidentStore, incident_id: str, run_id: str | None = None) -> list[str]:
+    """The incident's timeline as 'kind: message' lines (of one run when run_id is given)."""
+    return [
+        f"{t.kind}: {t.message}"
+        for t in store.timeline(incident_id)
+        if run_id is None or t.data.get("run_id") == run_id
+    ]

@@ -1,0 +1,113 @@
+"""Runbooks through the real Celery worker: approval pauses and resumes; intake starts matching runbooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import workers.runbook_tasks as runbook_tasks
+from bot.incidents.store import IncidentStore
+from bot.models import AlertmanagerWebhook
+from bot.runbook.engine import RunStatus
+from bot.runbook.schema import parse_runbook
+from bot.sandbox.sandbox import Sandbox
+from bot.settings import Settings
+from tests.runbook.conftest import EngineFactory, open_incident
+from tests.support.fixtures import wait_until
+from tests.support.payloads import alert, notification
+from workers.celery_app import QUEUE_ALERTS, QUEUE_RUNBOOKS, TASK_PROCESS_ALERT_GROUP, app
+
+pytestmark = pytest.mark.integration
+SCALE_PATH = r"/apis/apps/v1/namespaces/llm-d/deployments/vllm-decode/scale"
+
+GATED = parse_runbook(
+    """
+name: gated
+description: scale decode once a person approves
+match: {alertnames: [TestAlert]}
+steps:
+  - id: queue
+    type: vllm.metrics
+  - id: ok_to_scale
+    type: approval
+    params: {message: "Scale vllm-decode to 3?", timeout: 10m}
+  - id: scale
+    type: k8s.scale
+    params: {namespace: llm-d, deployment: vllm-decode, replicas: 3, max_replicas: 4}
+""",
+    "gated.yaml",
+)
+
+
+def send(task: str, *args: Any, **kwargs: Any) -> None:
+    app.send_task(task, args=args, kwargs=kwargs, queue=QUEUE_RUNBOOKS, routing_key=QUEUE_RUNBOOKS)
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_approval_pauses_the_run_and_the_decision_resumes_it(
+    decision: str,
+    celery_worker: object,
+    sandbox: Sandbox,
+    make_engine: EngineFactory,
+    store: IncidentStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = make_engine(runbooks={"gated": GATED})
+    monkeypatch.setattr(runbook_tasks, "engine", lambda: engine)
+    incident = open_incident(store, "TestAlert")
+    sandbox.kube.clear_requests()
+    send(runbook_tasks.TASK_RUN, incident.id, "gated", request_id="req-1")
+    send(runbook_tasks.TASK_RUN, incident.id, "gated", request_id="req-1")  # a redelivery: same run
+    wait_until(lambda: [r.status for r in engine.runs_of(incident.id)] == [RunStatus.AWAITING_APPROVAL])
+    request = next(t for t in store.timeline(incident.id) if t.kind == "approval_requested")
+    assert request.data["step_key"] == f"{incident.id}-R1:ok_to_scale"
+    assert sandbox.kube.count("PATCH", SCALE_PATH, mutating=True) == 0
+
+    send(runbook_tasks.TASK_APPROVAL, incident.id, request.data["step_key"], decision, "U123 (bob)")
+    run = wait_until(lambda: next((r for r in engine.runs_of(incident.id) if r.status.terminal), None))
+    assert len(engine.runs_of(incident.id)) == 1
+    steps = [t for t in store.timeline(incident.id) if t.kind == "runbook_step"]
+    if decision == "approve":
+        assert run.status is RunStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert sandbox.kube.count("PATCH", SCALE_PATH, mutating=True) == 1
+        gate = next(t for t in steps if t.data["step"] == "ok_to_scale")
+        assert gate.data["approved_by"] == "U123 (bob)" and "approved by U123 (bob)" in gate.message
+        assert steps[-1].data["step"] == "scale" and steps[-1].data["changed"] is True
+    else:
+        assert run.status is RunStatus.FAILED  # type: ignore[union-attr]
+        assert sandbox.kube.count("PATCH", SCALE_PATH, mutating=True) == 0
+        assert "denied by U123 (bob)" in steps[-1].message
+    # A second decision is refused: the first one wins.
+    assert not engine.decide(incident.id, request.data["step_key"], "approve", "mallory").accepted
+
+
+def test_intake_starts_the_matching_runbook_once(
+    celery_worker: object,
+    sandbox: Sandbox,
+    make_engine: EngineFactory,
+    store: IncidentStore,
+    rb_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = make_engine()
+    monkeypatch.setattr(runbook_tasks, "engine", lambda: engine)
+    monkeypatch.setattr(
+        runbook_tasks, "get_settings", lambda: rb_settings.model_copy(update={"runbook_auto_run": True})
+    )
+    body = AlertmanagerWebhook.model_validate(notification([alert("VLLMHighQueueDepth")])).model_dump(
+        mode="json"
+    )
+    key = AlertmanagerWebhook.model_validate(body).idempotency_key()
+    for _ in range(2):  # the second is a redelivery
+        app.send_task(
+            TASK_PROCESS_ALERT_GROUP, args=(body, key), queue=QUEUE_ALERTS, routing_key=QUEUE_ALERTS
+        )
+    incident = wait_until(lambda: store.recent())[0]  # type: ignore[index]
+    run = wait_until(
+        lambda: next((r for r in engine.runs_of(incident.id) if r.status.terminal), None), timeout=60
+    )
+    assert run.runbook == "high-latency" and run.trigger == "automatic"  # type: ignore[union-attr]
+    assert run.status is RunStatus.SUCCEEDED  # type: ignore[union-attr]
+    assert [r.runbook for r in engine.runs_of(incident.id)] == ["high-latency"]
+    assert sandbox.kube.count("PATCH", SCALE_PATH, mutating=True) == 1

@@ -1,0 +1,90 @@
+"""`incident-bot runbook plan`: each shipped runbook against a realistic alert."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.cli import main
+from tests.support.payloads import alert, notification
+
+# runbook -> (alert name, extra labels, expected severity, step ids that act, {step: runs})
+CASES: dict[str, tuple[str, dict[str, str], str, set[str], dict[str, str]]] = {
+    "high-latency": (
+        "VLLMHighLatency",
+        {},
+        "P2",
+        {"scale_decode", "scale_prefill"},
+        {"p95": "yes", "scale_decode": "depends", "verify": "yes"},
+    ),
+    "service-down": (
+        "VLLMServiceDown",
+        {"severity": "critical"},
+        "P0",
+        {"rollback", "restart"},
+        {"rollback": "depends", "restart": "depends", "test_completion": "yes"},
+    ),
+    "gpu-exhaustion": ("GPUMemoryExhausted", {}, "P1", {"replace_oom"}, {"replace_oom": "depends"}),
+    "kv-cache-exhaustion": ("VLLMKVCacheExhausted", {}, "P1", {"scale_out"}, {"scale_out": "depends"}),
+    "memory-pressure": ("KubePodOOMKilled", {}, "P3", {"replace"}, {"replace": "depends"}),
+    "high-error-rate": (
+        "VLLMHighErrorRate",
+        {"severity": "critical"},
+        "P1",
+        {"rollback"},
+        {"rollback": "depends"},
+    ),
+    "low-cache-hit": ("VLLMLowPrefixCacheHitRate", {}, "P3", set(), {"advice": "yes"}),
+    "model-loading": ("VLLMModelLoading", {"model_name": "llama"}, "P3", set(), {"warmup": "yes"}),
+}
+
+
+def run_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, labels: dict[str, str]) -> Any:
+    body = notification(
+        [alert(name, deployment="vllm-decode", **labels)], group_key=f'{{}}:{{alertname="{name}"}}'
+    )
+    path = tmp_path / "alert.json"
+    path.write_text(json.dumps(body))
+    assert main(["runbook", "plan", "--alert", str(path), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("runbook", sorted(CASES))
+def test_plan_of_each_shipped_runbook(
+    runbook: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, labels, severity, acting, runs = CASES[runbook]
+    out = run_plan(tmp_path, capsys, name, labels)
+    assert out["severity"] == severity
+    assert [p["runbook"] for p in out["plans"]] == [runbook]
+    plan = out["plans"][0]
+    assert plan["parameters"]["namespace"] == "llm-d"
+    assert plan["escalation"]
+    steps = {s["id"]: s for s in plan["steps"]}
+    assert {s for s, v in steps.items() if v["would_act"]} == acting
+    for step_id, fate in runs.items():
+        assert steps[step_id]["runs"] == fate, steps[step_id]
+    # Placeholders that read only parameters are resolved in the plan.
+    assert all("${params." not in json.dumps(s["params"]) for s in plan["steps"])
+
+
+def test_plan_shows_approval_gates_by_severity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p1 = run_plan(tmp_path, capsys, "GPUMemoryExhausted", {})["plans"][0]
+    assert {s["id"]: s["approval"] for s in p1["steps"]}["replace_oom"] is True
+    p3 = run_plan(tmp_path, capsys, "KubePodOOMKilled", {})["plans"][0]
+    assert {s["id"]: s["approval"] for s in p3["steps"]}["replace"] is False
+
+
+def test_plan_text_and_no_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"labels": {"alertname": "VLLMServiceDown", "namespace": "llm-d"}}))
+    assert main(["runbook", "plan", "--alert", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "runbook service-down (severity P0)" in text
+    assert "rollback           k8s.rollout_undo     ACTS  if steps.history.count >= 2" in text
+    path.write_text(json.dumps({"labels": {"alertname": "SomethingElse"}}))
+    assert main(["runbook", "plan", "--alert", str(path)]) == 0
+    assert "no runbook matches" in capsys.readouterr().out

@@ -1,0 +1,170 @@
+"""Runbook tasks (queue `runbooks`): start a run, execute one step, record an approval, request a rollback.
+
+Each `step` task executes exactly one step and then enqueues the next one, so no task runs longer than
+one step's timeout (≤ 10 min, under the visibility timeout). Waits and approvals re-check through
+countdowns capped at half the visibility timeout; a redelivered or duplicate task is harmless (the run's
+cursor and its per-step records make every step happen once).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from bot.errors import ConfigError, TransientError
+from bot.runbook.engine import Advance, Engine
+from bot.runbook.factory import build_engine
+from bot.runbook.plan import MissingParameter, incident_label_sets, select
+from bot.settings import get_settings
+from workers.celery_app import QUEUE_RUNBOOKS, app
+
+log = logging.getLogger("incident_bot.worker.runbook")
+
+TASK_RUN = "workers.tasks.runbook.run"
+TASK_STEP = "workers.tasks.runbook.step"
+TASK_APPROVAL = "workers.tasks.runbook.approval_decision"
+TASK_ROLLBACK = "workers.tasks.runbook.rollback_request"
+ROLLBACK_RUNBOOK = "manual-rollback"
+
+_RETRY: dict[str, Any] = {
+    "bind": True,
+    "autoretry_for": (TransientError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 40,
+}
+
+
+@functools.lru_cache(maxsize=1)
+def engine() -> Engine:
+    """The worker process's engine (runbooks are loaded once per process)."""
+    return build_engine(get_settings())
+
+
+def _send_step(run_id: str, index: int, countdown: float | None = None) -> None:
+    app.send_task(
+        TASK_STEP,
+        args=(run_id, index),
+        queue=QUEUE_RUNBOOKS,
+        routing_key=QUEUE_RUNBOOKS,
+        countdown=countdown,
+    )
+
+
+def follow(eng: Engine, run_id: str, index: int, advance: Advance) -> None:
+    """Enqueue what comes after one step call (the next step, or a re-check of this one)."""
+    if advance.next_index is not None:
+        if not advance.resend or not eng.kicked(run_id, advance.next_index):
+            _send_step(run_id, advance.next_index)  # send first: a crash before the marker only duplicates
+            eng.mark_kicked(run_id, advance.next_index)
+    elif advance.recheck_after is not None:
+        cap = get_settings().celery_visibility_timeout / 2
+        _send_step(run_id, index, countdown=max(0.1, min(advance.recheck_after, cap)))
+
+
+@app.task(name=TASK_RUN, **_RETRY)  # type: ignore[untyped-decorator]
+def run(
+    self: Any,
+    incident_id: str,
+    runbook: str,
+    dry_run: bool = False,
+    trigger: str = "manual",
+    request_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> str:
+    """Create a run of *runbook* for the incident (once per request_id) and enqueue its first step."""
+    return _start(incident_id, runbook, dry_run, trigger, request_id, overrides)
+
+
+def _start(
+    incident_id: str,
+    runbook: str,
+    dry_run: bool,
+    trigger: str,
+    request_id: str | None,
+    overrides: dict[str, Any] | None,
+) -> str:
+    eng = engine()
+    try:
+        record, _created = eng.create_run(
+            incident_id, runbook, dry_run=dry_run, trigger=trigger, request_id=request_id, overrides=overrides
+        )
+    except MissingParameter as exc:
+        eng.store.append_timeline(
+            incident_id, "runbook_not_started", f"Runbook {runbook} not started: {exc}", {"runbook": runbook}
+        )
+        return ""
+    if not eng.kicked(record.id, 0):
+        _send_step(record.id, 0)
+        eng.mark_kicked(record.id, 0)
+    return record.id
+
+
+@app.task(name=TASK_STEP, **_RETRY)  # type: ignore[untyped-decorator]
+def step(self: Any, run_id: str, index: int) -> str:
+    """Execute step *index* of the run (no-op when it is not the run's current step)."""
+    eng = engine()
+    advance = eng.execute_step(run_id, index)
+    follow(eng, run_id, index, advance)
+    return advance.status.value
+
+
+_DECISIONS = {"approve": "approve", "approved": "approve", "yes": "approve", "deny": "deny", "denied": "deny"}
+
+
+@app.task(name=TASK_APPROVAL, **_RETRY)  # type: ignore[untyped-decorator]
+def approval_decision(self: Any, incident_id: str, step_key: str, decision: str, actor: str) -> str:
+    """Record a person's approve/deny of a paused step and resume the run."""
+    eng = engine()
+    verdict = eng.decide(incident_id, step_key, _DECISIONS.get(decision.lower(), decision), actor)
+    if verdict.accepted and verdict.run_id is not None and verdict.index is not None:
+        _send_step(verdict.run_id, verdict.index)
+    log.info("approval %s %s by %s: %s", incident_id, step_key, actor, verdict.message)
+    return verdict.message
+
+
+@app.task(name=TASK_ROLLBACK, **_RETRY)  # type: ignore[untyped-decorator]
+def rollback_request(
+    self: Any,
+    incident_id: str,
+    namespace: str,
+    deployment: str,
+    actor: str,
+    dry_run: bool = False,
+    request_id: str | None = None,
+) -> str:
+    """Run the `manual-rollback` runbook for one Deployment at a person's request."""
+    overrides = {"namespace": namespace, "deployment": deployment}
+    return _start(
+        incident_id, ROLLBACK_RUNBOOK, dry_run, f"rollback requested by {actor}", request_id, overrides
+    )
+
+
+def start_matching_runbooks(incident_id: str) -> list[str]:
+    """Enqueue a run of each runbook matching the incident's firing alerts (once per incident and runbook)."""
+    settings = get_settings()
+    if not settings.runbook_auto_run:
+        return []
+    try:
+        eng = engine()
+    except ConfigError as exc:
+        log.error("runbooks not started for %s: %s", incident_id, exc)
+        return []
+    incident = eng.store.get(incident_id)
+    chosen = select(eng.runbooks.values(), incident_label_sets(incident), incident.severity)
+    for selection in chosen:
+        app.send_task(
+            TASK_RUN,
+            kwargs={
+                "incident_id": incident_id,
+                "runbook": selection.runbook.name,
+                "dry_run": settings.runbook_auto_dry_run,
+                "trigger": "automatic",
+                "request_id": f"auto:{incident_id}:{selection.runbook.name}",
+            },
+            queue=QUEUE_RUNBOOKS,
+            routing_key=QUEUE_RUNBOOKS,
+        )
+    return [s.runbook.name for s in chosen]
