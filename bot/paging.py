@@ -90,48 +90,94 @@ class PagerDutySync:
         if not lock.acquire():
             raise PermanentError(f"PagerDuty sync of {incident_id} is busy elsewhere")
         try:
-            incident = self.store.get(incident_id)
-            state = self.recorded(incident_id)
-            recorded = state.get("state", "none")
-            pages = self.policy.level(incident.severity).page and not getattr(
-                incident, "in_maintenance", False
-            )
-            want = desired_state(incident, recorded, pages)
-            if want == recorded:
-                return "in sync"
-            client = self.pagerduty(incident.severity)
-            key = dedup_key(incident.id)
-            if want == "triggered":
-                body = render_json(
-                    self.templates_dir,
-                    "pagerduty/trigger.json.j2",
-                    {
-                        "incident": incident,
-                        "source": incident.common_labels.get("namespace", "llmd-incident-bot"),
-                        "firing": sorted(
-                            a.name for a in incident.alerts.values() if a.status is AlertStatus.FIRING
-                        ),
-                    },
-                )
-                client.trigger(
-                    dedup_key=key,
-                    summary=body["summary"],
-                    source=body["source"],
-                    severity=incident.severity,
-                    custom_details=body["custom_details"],
-                    links=self.links(incident),
-                )
-                how = f"paged PagerDuty ({incident.severity.value}, dedup key {key})"
-            else:
-                how = self._mirror(client, incident, state, want)
-            self._record(incident.id, state=want)
-            self.store.append_timeline(
-                incident.id, f"pagerduty_{want}", how[0].upper() + how[1:] + ".", {"dedup_key": key}
-            )
-            log.info("pagerduty sync %s: %s -> %s (%s)", incident.id, recorded, want, how)
-            return want
+            state = self._sync_state(incident_id)
+            changes = self._send_change_events(incident_id)
+            return f"{state}; {changes} change event(s)" if changes else state
         finally:
             lock.release()
+
+    def _send_change_events(self, incident_id: str) -> int:
+        """A change event for each real (not dry-run) change a runbook step made, each sent once."""
+        sent_key = self.store.key("pd", incident_id, "changes")
+        sent = 0
+        timeline = self.store.timeline(incident_id)
+        # an `approval` step gates the steps after it: its approver approved the run's later changes
+        approvers: dict[str, str] = {}
+        for entry in timeline:
+            d = entry.data
+            if entry.kind == "runbook_step" and d.get("approved_by"):
+                approvers[str(d.get("run_id"))] = str(d["approved_by"])
+            if entry.kind != "runbook_step" or not (
+                d.get("mutating") and d.get("changed") and not d.get("dry_run")
+            ):
+                continue
+            if self.client.sismember(sent_key, entry.id):
+                continue
+            incident = self.store.get(incident_id)
+            raw_inputs = d.get("inputs")
+            inputs: dict[str, Any] = raw_inputs if isinstance(raw_inputs, dict) else {}
+            target = "/".join(str(inputs.get(k)) for k in ("namespace", "deployment") if inputs.get(k))
+            self.pagerduty(incident.severity).change_event(
+                summary=f"{d.get('type')} on {target or 'the cluster'} by runbook {d.get('runbook')} "
+                f"for {incident_id}: {entry.message}",
+                source="llmd-incident-bot",
+                custom_details={
+                    "incident": incident_id,
+                    "runbook": d.get("runbook"),
+                    "step": d.get("step"),
+                    "action": d.get("type"),
+                    "target": target,
+                    "approved_by": d.get("approved_by")
+                    or approvers.get(str(d.get("run_id")))
+                    or "automatic (no approval required)",
+                    "output": d.get("output"),
+                },
+                links=self.links(incident),
+            )
+            self.client.sadd(sent_key, entry.id)
+            sent += 1
+        return sent
+
+    def _sync_state(self, incident_id: str) -> str:
+        """The paging part of reconcile: trigger, acknowledge or resolve as the incident requires."""
+        incident = self.store.get(incident_id)
+        state = self.recorded(incident_id)
+        recorded = state.get("state", "none")
+        pages = self.policy.level(incident.severity).page and not getattr(incident, "in_maintenance", False)
+        want = desired_state(incident, recorded, pages)
+        if want == recorded:
+            return "in sync"
+        client = self.pagerduty(incident.severity)
+        key = dedup_key(incident.id)
+        if want == "triggered":
+            body = render_json(
+                self.templates_dir,
+                "pagerduty/trigger.json.j2",
+                {
+                    "incident": incident,
+                    "source": incident.common_labels.get("namespace", "llmd-incident-bot"),
+                    "firing": sorted(
+                        a.name for a in incident.alerts.values() if a.status is AlertStatus.FIRING
+                    ),
+                },
+            )
+            client.trigger(
+                dedup_key=key,
+                summary=body["summary"],
+                source=body["source"],
+                severity=incident.severity,
+                custom_details=body["custom_details"],
+                links=self.links(incident),
+            )
+            how = f"paged PagerDuty ({incident.severity.value}, dedup key {key})"
+        else:
+            how = self._mirror(client, incident, state, want)
+        self._record(incident.id, state=want)
+        self.store.append_timeline(
+            incident.id, f"pagerduty_{want}", how[0].upper() + how[1:] + ".", {"dedup_key": key}
+        )
+        log.info("pagerduty sync %s: %s -> %s (%s)", incident.id, recorded, want, how)
+        return want
 
     def _mirror(self, client: PagerDutyClient, incident: Incident, state: dict[str, str], want: str) -> str:
         """Send an ack or resolve made in the bot (or Slack) to PagerDuty, as the person where possible."""

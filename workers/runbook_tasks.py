@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from bot.errors import ConfigError, TransientError
+from bot.fanout import change_notifications, fanout_settings
 from bot.runbook.engine import Advance, Engine
 from bot.runbook.factory import build_engine
 from bot.runbook.plan import MissingParameter, incident_label_sets, select
@@ -108,6 +109,10 @@ def step(self: Any, run_id: str, index: int) -> str:
     eng = engine()
     advance = eng.execute_step(run_id, index)
     follow(eng, run_id, index, advance)
+    # the step is on the timeline now: Slack's thread and PagerDuty's change events follow
+    incident_id = eng.get_run(run_id).incident_id
+    for name, args in change_notifications(fanout_settings(), incident_id, f"runbook:{run_id}:{index}"):
+        app.send_task(name, args=args)
     return advance.status.value
 
 

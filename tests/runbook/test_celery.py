@@ -11,10 +11,11 @@ from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
 from bot.runbook.engine import RunStatus
 from bot.runbook.schema import parse_runbook
+from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox
 from bot.settings import Settings
 from tests.runbook.conftest import EngineFactory, open_incident
-from tests.support.fixtures import wait_until
+from tests.support.fixtures import wait_until, worker_idle
 from tests.support.payloads import alert, notification
 from workers.celery_app import QUEUE_ALERTS, QUEUE_RUNBOOKS, TASK_PROCESS_ALERT_GROUP, app
 
@@ -111,3 +112,37 @@ def test_intake_starts_the_matching_runbook_once(
     assert run.status is RunStatus.SUCCEEDED  # type: ignore[union-attr]
     assert [r.runbook for r in engine.runs_of(incident.id)] == ["high-latency"]
     assert sandbox.kube.count("PATCH", SCALE_PATH, mutating=True) == 1
+
+
+def test_a_real_change_sends_one_pagerduty_change_event_naming_the_approver(
+    celery_worker: object,
+    sandbox: Sandbox,
+    make_engine: EngineFactory,
+    store: IncidentStore,
+    pd_settings: Settings,
+    pd: PagerDutyEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bot import fanout
+    from workers import pagerduty_tasks
+
+    engine = make_engine(runbooks={"gated": GATED})
+    monkeypatch.setattr(runbook_tasks, "engine", lambda: engine)
+    monkeypatch.setattr(fanout, "_override", pd_settings.model_copy(update={"slack_bot_token": None}))
+    pagerduty_tasks.use_sync(pagerduty_tasks.build_sync(pd_settings, store))
+    try:
+        incident = open_incident(store, "TestAlert")
+        send(runbook_tasks.TASK_RUN, incident.id, "gated", request_id="req-pd")
+        wait_until(lambda: [r.status for r in engine.runs_of(incident.id)] == [RunStatus.AWAITING_APPROVAL])
+        request = next(t for t in store.timeline(incident.id) if t.kind == "approval_requested")
+        send(runbook_tasks.TASK_APPROVAL, incident.id, request.data["step_key"], "approve", "slack:UAPPR0001")
+        wait_until(lambda: pd.calls_to("/v2/change/enqueue", ok=True))
+        wait_until(lambda: worker_idle(celery_worker, store.redis_client))
+        changes = pd.calls_to("/v2/change/enqueue", ok=True)
+        assert len(changes) == 1  # one real change; the read steps and the gate send none
+        details = changes[0].body["payload"]["custom_details"]
+        assert details["action"] == "k8s.scale" and details["target"] == "llm-d/vllm-decode"
+        assert details["approved_by"] == "slack:UAPPR0001"
+        assert details["runbook"] == "gated" and details["incident"] == incident.id
+    finally:
+        pagerduty_tasks.use_sync(None)

@@ -10,6 +10,7 @@ import redis
 from pydantic import SecretStr
 
 from bot.incidents.store import IncidentStore
+from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.slack_emulator import SlackEmulator
 from bot.settings import Settings, get_settings
 from tests.support.services import RedisServer
@@ -108,6 +109,10 @@ def private_redis() -> Iterator[RedisServer]:
     server.cleanup()
 
 
+SECRET_OLD, SECRET_NEW = "whsec-old-0123456789", "whsec-new-9876543210"
+ALICE = "alice@example.com"
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05) -> object:
     """Poll until predicate() is truthy; returns its value or fails the test with the timeout."""
     deadline = time.monotonic() + timeout
@@ -141,5 +146,29 @@ def slack_settings(settings: Settings, emulator: SlackEmulator) -> Settings:
             "slack_approvers": APPROVER,
             "slack_response_url_prefixes": emulator.base + "/response/",
             "slack_digest_interval_seconds": 0.5,
+        }
+    )
+
+
+@pytest.fixture
+def pd() -> Iterator[PagerDutyEmulator]:
+    """A fresh PagerDuty emulator (HTTPS, loopback)."""
+    with PagerDutyEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def pd_settings(slack_settings: Settings, pd: PagerDutyEmulator) -> Settings:
+    """Slack and PagerDuty both configured against their emulators; two webhook secrets (rotation)."""
+    return slack_settings.model_copy(
+        update={
+            "pagerduty_routing_key": SecretStr("R0UTINGKEYDEFAULT"),
+            "pagerduty_api_token": SecretStr("pd-api-token-xyz"),
+            "pagerduty_from_email": "incident-bot@example.com",
+            "pagerduty_user_emails": f"{RESPONDER}={ALICE}",
+            "pagerduty_webhook_secrets": SecretStr(f"{SECRET_OLD},{SECRET_NEW}"),
+            "pagerduty_events_url": pd.url,
+            "pagerduty_api_url": pd.url,
+            "pagerduty_ca_bundle": pd.ca_path,
         }
     )
