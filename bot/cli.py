@@ -88,7 +88,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
     web = create_app(settings)
     host, port = args.host or settings.host, args.port or settings.port
-    with embedded_worker(app, queues=ALL_QUEUES, pool="threads", concurrency=2, loglevel=settings.log_level):
+    with embedded_worker(app, queues=ALL_QUEUES, pool="threads", concurrency=8, loglevel=settings.log_level):
         print(
             f"incident-bot {__version__} dev: web on http://{host}:{port}, worker on queues "
             f"{', '.join(ALL_QUEUES)}, Redis {redact_url(settings.redis_url)}. Ctrl-C stops both."

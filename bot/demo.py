@@ -1,121 +1,453 @@
-"""`incident-bot demo`: an in-process bot fed with Alertmanager notifications, narrated."""
+"""`incident-bot demo`: the whole product on the built-in sandbox, narrated.
+
+What runs, all on loopback:
+
+* the sandbox: an emulated llm-d cluster (Kubernetes API emulator with vllm-decode / vllm-prefill) and
+  emulated vLLM servers whose queue depth follows offered load and the ready decode replicas;
+* Slack and PagerDuty emulators (or the real services, when SLACK_* / PAGERDUTY_* settings are set);
+* the bot itself, unchanged, as a child process: `incident-bot dev` (web + Celery worker) on Redis;
+* an alert evaluator standing in for Prometheus + Alertmanager: it reads the vLLM servers' /metrics and
+  /health through the bot's own adapter every second and sends Alertmanager v4 notifications (the game-day
+  test runs the same loop with a real Prometheus and Alertmanager).
+
+Scenario: the decode pool saturates -> VLLMHighQueueDepth -> a P2 incident -> the high-latency runbook scales
+decode -> the queue drains -> resolved; then a bad rollout crash-loops decode -> VLLMServiceDown -> a P0
+incident that pages -> the service-down runbook rolls back -> healthy -> resolved in the bot and PagerDuty.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
-from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from bot.incidents.store import IncidentStore
+from bot.integrations.vllm import HealthState, run_sync
 from bot.models import Incident, IncidentStatus
 from bot.settings import Settings
 
+NAMESPACE = "llm-d"
+BAD_IMAGE = "vllm/vllm-openai:v0.9.9-broken"
+OFFERED_RPS = 30.0  # one decode replica serves ~20 req/s in the emulator: a queue builds
 
-def sample_notification(run: str, status: str, resolved: set[str]) -> dict[str, Any]:
-    """An Alertmanager v4 notification for the demo's decode-pool group."""
-    started = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
-    alerts = []
-    for pod in ("vllm-decode-0", "vllm-decode-1"):
-        done = pod in resolved
-        alerts.append(
-            {
-                "status": "resolved" if done else "firing",
-                "labels": {
-                    "alertname": "VLLMHighQueueDepth",
-                    "severity": "warning",
-                    "namespace": "llm-d",
-                    "deployment": "vllm-decode",
-                    "pod": pod,
-                },
-                "annotations": {"summary": "decode queue depth above 10 for 2m"},
-                "startsAt": started.isoformat().replace("+00:00", "Z"),
-                "endsAt": datetime.now(UTC).isoformat() if done else "0001-01-01T00:00:00Z",
-                "generatorURL": "http://127.0.0.1:9090/graph",
-                "fingerprint": uuid.uuid5(uuid.NAMESPACE_URL, run + pod).hex[:16],
-            }
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Progress:
+    """One line per step, with the time since the demo started."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        """Print a progress line."""
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+
+    def wait(self, what: str, predicate: Callable[[], Any], timeout: float = 90.0) -> Any:
+        """Poll until predicate() is truthy; raises DemoFailed with `what` on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.25)
+        raise DemoFailed(f"timed out after {timeout:.0f}s waiting for: {what}")
+
+
+class DemoFailed(Exception):
+    """The scenario did not reach a step in time."""
+
+
+@contextlib.contextmanager
+def _redis(settings: Settings, progress: Progress) -> Iterator[str]:
+    """The configured Redis when reachable, else a private redis-server started for the demo."""
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1).ping()
+        progress.say(f"Redis: using {settings.redis_url.split('@')[-1]}")
+        yield settings.redis_url
+        return
+    except RedisError:
+        pass
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise DemoFailed(
+            "Redis is not reachable and redis-server is not installed: run `bash scripts/services.sh "
+            "--redis-only` (apt-get install redis-server) or set REDIS_URL"
         )
-    return {
-        "version": "4",
-        "groupKey": f'{{}}:{{alertname="VLLMHighQueueDepth", demo="{run}"}}',
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "incident-bot",
-        "groupLabels": {"alertname": "VLLMHighQueueDepth"},
-        "commonLabels": {"alertname": "VLLMHighQueueDepth", "namespace": "llm-d", "severity": "warning"},
-        "commonAnnotations": {"summary": "decode queue depth above 10 for 2m"},
-        "externalURL": "http://127.0.0.1:9093",
-        "alerts": alerts,
-    }
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="demo-redis-")
+    proc = subprocess.Popen(  # noqa: S603 - our own binary lookup, fixed arguments
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(100):
+            with contextlib.suppress(RedisError):
+                redis.Redis.from_url(url, socket_connect_timeout=0.2).ping()
+                break
+            time.sleep(0.05)
+        progress.say(
+            f"Redis: {settings.redis_url} is not reachable; started a private redis-server on :{port}"
+        )
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait_for(store: IncidentStore, predicate: Any, timeout: float = 20.0) -> Incident | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for incident in store.recent(limit=20):
-            if predicate(incident):
-                return incident
-        time.sleep(0.1)
+@dataclass
+class AlertRule:
+    """One alert the evaluator keeps: its labels, and when it started firing."""
+
+    name: str
+    severity: str
+    summary: str
+    fingerprint: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    since: datetime | None = None
+
+
+class AlertEvaluator:
+    """Stands in for Prometheus + Alertmanager: evaluates two rules on the vLLM servers, sends v4 webhooks."""
+
+    def __init__(self, settings: Settings, base_url: str, token: str, endpoints: list[str]) -> None:
+        self.settings = settings
+        self.http = httpx.Client(base_url=base_url, timeout=10)
+        self.token = token
+        self.endpoints = endpoints
+        self.queue = AlertRule("VLLMHighQueueDepth", "warning", "decode queue depth above 10")
+        self.down = AlertRule("VLLMServiceDown", "critical", "no healthy vLLM server behind the service")
+
+    def measure(self) -> tuple[float, int]:
+        """(requests waiting across servers, healthy servers), read through the bot's vLLM adapter."""
+        health = run_sync(lambda c: c.health_all(self.endpoints), self.settings)
+        metrics = run_sync(lambda c: c.metrics_all(self.endpoints), self.settings)
+        waiting = sum(m.value.model().num_requests_waiting for m in metrics if m.value is not None)
+        return waiting, sum(1 for h in health if h.state is HealthState.OK)
+
+    def evaluate(self) -> tuple[float, int]:
+        """One evaluation round: send firing/resolved notifications on changes."""
+        waiting, healthy = self.measure()
+        self._transition(self.queue, waiting > 10 and healthy > 0)
+        self._transition(self.down, healthy == 0)
+        return waiting, healthy
+
+    def _transition(self, rule: AlertRule, firing: bool) -> None:
+        if firing and rule.since is None:
+            rule.since = datetime.now(UTC).replace(microsecond=0)
+            self._send(rule, "firing")
+        elif not firing and rule.since is not None:
+            self._send(rule, "resolved")
+            rule.since = None
+            rule.fingerprint = uuid.uuid4().hex[:16]
+
+    def _send(self, rule: AlertRule, status: str) -> None:
+        assert rule.since is not None
+        labels = {
+            "alertname": rule.name,
+            "severity": rule.severity,
+            "namespace": NAMESPACE,
+            "deployment": "vllm-decode",
+        }
+        body = {
+            "version": "4",
+            "groupKey": f'{{}}:{{alertname="{rule.name}", namespace="{NAMESPACE}"}}',
+            "truncatedAlerts": 0,
+            "status": status,
+            "receiver": "incident-bot",
+            "groupLabels": {"alertname": rule.name, "namespace": NAMESPACE},
+            "commonLabels": labels,
+            "commonAnnotations": {"summary": rule.summary},
+            "externalURL": "http://127.0.0.1:9093",
+            "alerts": [
+                {
+                    "status": status,
+                    "labels": labels,
+                    "annotations": {"summary": rule.summary},
+                    "startsAt": rule.since.isoformat(),
+                    "endsAt": datetime.now(UTC).isoformat()
+                    if status == "resolved"
+                    else "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://127.0.0.1:9090/graph",
+                    "fingerprint": rule.fingerprint,
+                }
+            ],
+        }
+        r = self.http.post("/alertmanager", json=body, headers={"Authorization": f"Bearer {self.token}"})
+        r.raise_for_status()
+
+
+def _incident(store: IncidentStore, alertname: str, status: IncidentStatus | None = None) -> Incident | None:
+    for incident in store.recent(limit=20):
+        if alertname in incident.group_key and (status is None or incident.status is status):
+            return incident
     return None
 
 
 def run_demo(settings: Settings) -> int:
-    """Run the scenario; returns the process exit code."""
-    from bot.runtime import embedded_worker, serve_in_thread
-    from bot.web.app import create_app
-    from workers.celery_app import ALL_QUEUES, app
-
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    """Run the scenario end to end; returns the process exit code."""
+    progress = Progress()
+    print("== incident-bot demo: the built-in llm-d sandbox, the bot, Slack and PagerDuty emulators\n")
     try:
-        client.ping()
-    except RedisError as exc:
-        print(f"demo: Redis is not reachable ({exc}). Start it (redis-server) or set REDIS_URL.")
+        with _redis(settings, progress) as redis_url:
+            return _play(settings, redis_url, progress)
+    except DemoFailed as exc:
+        print(f"\ndemo: FAILED: {exc}", file=sys.stderr)
         return 1
-    if not settings.alertmanager_auth_configured:
-        settings = settings.model_copy(update={"alertmanager_token": SecretStr(secrets.token_urlsafe(24))})
-    token = settings.alertmanager_token.get_secret_value() if settings.alertmanager_token else ""
-    store = IncidentStore(client, prefix=settings.key_prefix, dedup_ttl=settings.dedup_ttl_seconds)
-    run = uuid.uuid4().hex[:8]
-    print(f"== incident-bot demo (run {run}): in-process web + Celery worker on Redis")
-    with (
-        embedded_worker(app, queues=ALL_QUEUES, pool="threads", concurrency=2),
-        serve_in_thread(create_app(settings)) as base,
-        httpx.Client(base_url=base, timeout=10) as http,
-    ):
-        auth = {"Authorization": f"Bearer {token}"}
 
-        def post(step: str, body: dict[str, Any], headers: dict[str, str]) -> None:
-            r = http.post("/alertmanager", json=body, headers=headers)
-            print(f"-- {step}: HTTP {r.status_code} {r.json().get('status') or r.json().get('error')}")
 
-        post("Alertmanager sends without credentials", sample_notification(run, "firing", set()), {})
-        post("decode pool saturated, 2 alerts firing", sample_notification(run, "firing", set()), auth)
-        post("HA peer delivers the same notification", sample_notification(run, "firing", set()), auth)
-        opened = _wait_for(store, lambda i: run in i.group_key)
-        if opened is None:
-            print("demo: the worker did not open an incident within 20 s")
-            return 1
-        print(f"   incident {opened.id} opened at {opened.severity.value}: {opened.severity_reason}")
-        post("one pod recovers", sample_notification(run, "firing", {"vllm-decode-0"}), auth)
-        # Alertmanager sends a group's next notification only after group_interval; wait likewise, so
-        # two workers never see these two out of order (a late one would be ignored as stale).
-        if _wait_for(store, lambda i: i.id == opened.id and i.firing_count == 1) is None:
-            print(f"demo: {opened.id} did not record the recovery within 20 s")
-            return 1
-        both = {"vllm-decode-0", "vllm-decode-1"}
-        post("queue depth back to normal", sample_notification(run, "resolved", both), auth)
-        done = _wait_for(store, lambda i: i.id == opened.id and i.status is IncidentStatus.RESOLVED)
-        if done is None:
-            print(f"demo: {opened.id} was not resolved within 20 s")
-            return 1
-        print(f"\n== {done.id}: {done.title} [{done.status.value}]")
-        for entry in store.timeline(done.id):
-            print(f"   {entry.at:%H:%M:%S}  {entry.kind:<15} {entry.message}")
-    print("\nThe duplicate delivery changed nothing; `incident-bot incidents list` shows the incident.")
+def _play(settings: Settings, redis_url: str, progress: Progress) -> int:
+    from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
+    from bot.sandbox.sandbox import Sandbox, SandboxConfig
+    from bot.sandbox.slack_emulator import SlackEmulator
+
+    workdir = Path(tempfile.mkdtemp(prefix="incident-bot-demo-"))
+    prefix = f"demo-{uuid.uuid4().hex[:6]}:"
+    token = secrets.token_urlsafe(24)
+    real_slack = settings.slack_configured
+    real_pd = settings.pagerduty_configured
+    with contextlib.ExitStack() as stack:
+        sandbox = stack.enter_context(
+            Sandbox(SandboxConfig(decode_replicas=1, vllm_servers=2, offered_rps=0.0), workdir=workdir)
+        )
+        progress.say(
+            f"sandbox: Kubernetes API {sandbox.kube.url}, namespace {NAMESPACE} (vllm-decode x1, "
+            f"vllm-prefill x1), vLLM servers {', '.join(sandbox.vllm_endpoints)}"
+        )
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "KEY_PREFIX": prefix,
+            "ALERTMANAGER_TOKEN": token,
+            "RUNBOOK_AUTO_RUN": "true",
+            "LOG_LEVEL": "WARNING",
+            **sandbox.environment(),
+        }
+        env.pop("BROKER_URL", None)
+        slack = pd = None
+        if real_slack:
+            progress.say("Slack: real workspace (SLACK_BOT_TOKEN is set): the bot posts there")
+        else:
+            slack = stack.enter_context(SlackEmulator())
+            env |= {
+                "SLACK_BOT_TOKEN": slack.token,
+                "SLACK_SIGNING_SECRET": secrets.token_hex(16),
+                "SLACK_API_URL": slack.api_url,
+            }
+            progress.say(f"Slack: emulator at {slack.api_url} (set SLACK_* to post to a real workspace)")
+        if real_pd:
+            progress.say("PagerDuty: real account (PAGERDUTY_ROUTING_KEY is set): P0/P1 page for real")
+        else:
+            pd = stack.enter_context(PagerDutyEmulator())
+            env |= {
+                "PAGERDUTY_ROUTING_KEY": "demo-routing-key",
+                "PAGERDUTY_EVENTS_URL": pd.url,
+                "PAGERDUTY_API_URL": pd.url,
+                "PAGERDUTY_CA_BUNDLE": str(pd.ca_path),
+            }
+            progress.say(f"PagerDuty: emulator at {pd.url} (HTTPS; set PAGERDUTY_* for a real account)")
+
+        port = _free_port()
+        log_path = workdir / "bot.log"
+        log = stack.enter_context(log_path.open("wb"))
+        bot = subprocess.Popen(  # noqa: S603 - this interpreter running this package
+            [sys.executable, "-m", "bot.cli", "dev", "--port", str(port)], env=env, stdout=log, stderr=log
+        )
+        stack.callback(_stop, bot)
+        base = f"http://127.0.0.1:{port}"
+        progress.wait("the bot to answer /readyz", lambda: _ready(base), timeout=60)
+        progress.say(
+            f"bot: `incident-bot dev` (web + worker) on {base}, Redis key prefix {prefix}; log {log_path}"
+        )
+
+        client = redis.Redis.from_url(redis_url)
+        store = IncidentStore(client, prefix=prefix)
+        evaluator = AlertEvaluator(settings, base, token, sandbox.vllm_endpoints)
+
+        def tick() -> tuple[float, int]:
+            return evaluator.evaluate()
+
+        # --- act 1: the decode pool saturates -----------------------------------------------------
+        print()
+        progress.say(f"ACT 1: traffic rises to {OFFERED_RPS:.0f} req/s on one decode replica")
+        assert sandbox.vllm is not None
+        sandbox.vllm.set(offered_rps=OFFERED_RPS)
+        progress.wait("the queue to build", lambda: tick()[0] > 10)
+        progress.say(
+            f"queue depth {evaluator.measure()[0]:.0f} > 10: VLLMHighQueueDepth fires, sent to the bot"
+        )
+        first = progress.wait("an incident", lambda: _incident(store, "VLLMHighQueueDepth"))
+        progress.say(f"{first.id} opened at {first.severity.value}: {first.severity_reason}")
+        progress.wait(
+            "the high-latency runbook to scale vllm-decode",
+            lambda: tick() and sandbox.decode_ready() > 1,
+        )
+        progress.say(f"runbook scaled vllm-decode to {sandbox.decode_ready()} replicas")
+        progress.wait("the queue to drain", lambda: tick()[0] <= 10)
+        progress.say(f"queue depth {evaluator.measure()[0]:.0f}: the alert resolves")
+        progress.wait(
+            f"{first.id} to resolve",
+            lambda: tick() and store.get(first.id).status is IncidentStatus.RESOLVED,
+        )
+        progress.say(f"{first.id} resolved")
+
+        # --- act 2: a bad rollout --------------------------------------------------------------------
+        print()
+        progress.say(f"ACT 2: a Recreate rollout of vllm-decode to {BAD_IMAGE} (its pods crash-loop)")
+        sandbox.cluster.script_pods("crashloop", image=BAD_IMAGE)
+        _set_image(sandbox, BAD_IMAGE)
+        progress.wait("the servers to go unhealthy", lambda: tick()[1] == 0)
+        progress.say("no healthy vLLM server: VLLMServiceDown fires")
+        second = progress.wait("a P0 incident", lambda: _incident(store, "VLLMServiceDown"))
+        progress.say(f"{second.id} opened at {second.severity.value}: {second.severity_reason}")
+        if pd is not None:
+            progress.wait("PagerDuty to be paged", lambda: pd.events("trigger"))
+            progress.say(f"PagerDuty paged (dedup key {pd.events('trigger')[-1]['dedup_key']})")
+        progress.say(
+            "the service-down runbook sees a rollout within the hour and rolls back (its rollback step "
+            "needs no approval in the shipped runbook, so nobody is asked)"
+        )
+        progress.wait("the rollback", lambda: tick() and _image(sandbox) != BAD_IMAGE, timeout=120)
+        progress.say(f"vllm-decode rolled back to {_image(sandbox)}")
+        progress.wait("the servers to recover", lambda: tick()[1] == len(sandbox.vllm_endpoints))
+        progress.wait(
+            f"{second.id} to resolve",
+            lambda: tick() and store.get(second.id).status is IncidentStatus.RESOLVED,
+        )
+        progress.say(f"{second.id} resolved")
+        if pd is not None:
+            progress.wait("PagerDuty to resolve", lambda: pd.events("resolve"))
+            progress.say("PagerDuty alert resolved")
+        progress.wait(
+            "the runbooks to finish", lambda: _runbooks_done(store, [first.id, second.id]), timeout=60
+        )
+        time.sleep(2)  # let the last Slack updates land
+
+        # --- what people saw ---------------------------------------------------------------------------
+        _show_slack(slack)
+        _show_pagerduty(pd)
+        for incident in (first, second):
+            _show_timeline(store, incident.id)
+    print("\ndemo: done. Both incidents were handled end to end; exit 0.")
     return 0
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _image(sandbox: Any) -> str:
+    deployment = sandbox.cluster.get("Deployment", NAMESPACE, "vllm-decode")
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+def _set_image(sandbox: Any, image: str) -> None:
+    """A rollout of a new image with the Recreate strategy, applied to the emulated cluster.
+
+    GPU pools often roll out with Recreate (no spare GPUs to surge into), so a broken image takes every
+    replica down at once: a service-down incident rather than a stuck rolling update.
+    """
+    patch = {
+        "spec": {
+            "strategy": {"type": "Recreate", "rollingUpdate": None},
+            "template": {"spec": {"containers": [{"name": "vllm", "image": image}]}},
+        }
+    }
+    sandbox.cluster.patch_deployment(
+        NAMESPACE, "vllm-decode", "application/strategic-merge-patch+json", patch
+    )
+
+
+def _runbooks_done(store: IncidentStore, incident_ids: list[str]) -> bool:
+    for incident_id in incident_ids:
+        kinds = [t.kind for t in store.timeline(incident_id)]
+        if kinds.count("runbook_started") > kinds.count("runbook_finished"):
+            return False
+    return True
+
+
+def _show_slack(slack: Any) -> None:
+    if slack is None:
+        return
+    from bot.sandbox.slack_emulator import to_console
+
+    print("\n== What Slack showed (rendered from templates/slack through the emulator)")
+    for name, channel_id in sorted(slack.channels.items()):
+        roots = slack.channel_messages(channel_id, top_level_only=True)
+        if not roots:
+            continue
+        print(f"\n#{name.lstrip('#')}")
+        for root in roots:
+            print(_indent(to_console({"blocks": root.blocks, "text": root.text}), "  | "))
+            for reply in slack.thread(channel_id, root.ts)[1:]:
+                print(_indent(to_console({"blocks": reply.blocks, "text": reply.text}), "  |   ↳ "))
+
+
+def _show_pagerduty(pd: Any) -> None:
+    if pd is None:
+        return
+    print("\n== What PagerDuty received (Events API v2 and change events, through the emulator)")
+    for call in pd.calls:
+        body = call.body or {}
+        if call.path == "/v2/enqueue":
+            summary = (body.get("payload") or {}).get("summary", "")
+            print(f"  {body.get('event_action'):<11} {body.get('dedup_key')}  {summary}")
+        elif call.path == "/v2/change/enqueue":
+            print(f"  change      {(body.get('payload') or {}).get('summary', '')}")
+
+
+def _show_timeline(store: IncidentStore, incident_id: str) -> None:
+    incident = store.get(incident_id)
+    print(f"\n== {incident.id} [{incident.severity.value}, {incident.status.value}] {incident.title}")
+    for entry in store.timeline(incident_id):
+        print(f"  {entry.at:%H:%M:%S}  {entry.kind:<22} {entry.message[:160]}")
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.splitlines() if line.strip())
