@@ -289,6 +289,9 @@ def test_game_day_saturation_is_detected_mitigated_and_resolved_unattended(
     assert resolved.severity.value == "P2"
     assert resolved.severity_reason.startswith("P2 by rule 'latency-alert'")
     assert len(store.recent()) == 1  # no other shipped rule fired
+    # ... though one would have with its shipped 5m `for:`: the saturated servers' KV cache was full too
+    kv_pending = 'ALERTS{alertname="VLLMKVCacheExhausted", alertstate="pending"}'
+    assert loop.scalar(f"max_over_time({kv_pending}[5m:1s])") == 1
 
     # Mitigation: the automatic high-latency run scaled decode once, and the queue is gone.
     assert sandbox.kube.count("PATCH", SCALE_PATH, mutating=True) == 1
