@@ -4,6 +4,10 @@ Each `step` task executes exactly one step and then enqueues the next one, so no
 one step's timeout (≤ 10 min, under the visibility timeout). Waits and approvals re-check through
 countdowns capped at half the visibility timeout; a redelivered or duplicate task is harmless (the run's
 cursor and its per-step records make every step happen once).
+
+Runs write to the incident's timeline (run started, each step, approval requested, `notify`, run finished),
+so after each such task the incident's change fan-out is sent, as intake and timers do: Slack's thread and
+PagerDuty follow the run as it happens, not only at the incident's next alert change.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ import functools
 import logging
 from typing import Any
 
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
+
 from bot.errors import ConfigError, TransientError
 from bot.fanout import change_notifications, fanout_settings
-from bot.runbook.engine import Advance, Engine
+from bot.runbook.engine import Advance, Engine, RunStatus
 from bot.runbook.factory import build_engine
 from bot.runbook.plan import MissingParameter, incident_label_sets, select
 from bot.settings import get_settings
@@ -65,6 +72,15 @@ def follow(eng: Engine, run_id: str, index: int, advance: Advance) -> None:
         _send_step(run_id, index, countdown=max(0.1, min(advance.recheck_after, cap)))
 
 
+def announce(incident_id: str, event: str) -> None:
+    """Send the incident's change notifications (Slack, PagerDuty) after a run wrote to its timeline."""
+    try:
+        for name, args in change_notifications(fanout_settings(), incident_id, event):
+            app.send_task(name, args=args)
+    except (KombuError, RedisError, OSError) as exc:
+        raise TransientError(f"could not queue the notifications: {exc}") from exc
+
+
 @app.task(name=TASK_RUN, **_RETRY)  # type: ignore[untyped-decorator]
 def run(
     self: Any,
@@ -96,10 +112,12 @@ def _start(
         eng.store.append_timeline(
             incident_id, "runbook_not_started", f"Runbook {runbook} not started: {exc}", {"runbook": runbook}
         )
+        announce(incident_id, f"runbook:{runbook}:not_started")
         return ""
     if not eng.kicked(record.id, 0):
         _send_step(record.id, 0)
         eng.mark_kicked(record.id, 0)
+    announce(incident_id, f"runbook:{record.id}:started")
     return record.id
 
 
@@ -109,10 +127,8 @@ def step(self: Any, run_id: str, index: int) -> str:
     eng = engine()
     advance = eng.execute_step(run_id, index)
     follow(eng, run_id, index, advance)
-    # the step is on the timeline now: Slack's thread and PagerDuty's change events follow
-    incident_id = eng.get_run(run_id).incident_id
-    for name, args in change_notifications(fanout_settings(), incident_id, f"runbook:{run_id}:{index}"):
-        app.send_task(name, args=args)
+    if advance.status is not RunStatus.WAITING:  # a wait that re-checks later writes no timeline entry
+        announce(eng.get_run(run_id).incident_id, f"runbook:{run_id}:{index}")
     return advance.status.value
 
 
@@ -126,6 +142,7 @@ def approval_decision(self: Any, incident_id: str, step_key: str, decision: str,
     verdict = eng.decide(incident_id, step_key, _DECISIONS.get(decision.lower(), decision), actor)
     if verdict.accepted and verdict.run_id is not None and verdict.index is not None:
         _send_step(verdict.run_id, verdict.index)
+        announce(incident_id, f"runbook:{verdict.run_id}:{verdict.index}:decision")
     log.info("approval %s %s by %s: %s", incident_id, step_key, actor, verdict.message)
     return verdict.message
 

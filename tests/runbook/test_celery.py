@@ -7,13 +7,17 @@ from typing import Any
 import pytest
 
 import workers.runbook_tasks as runbook_tasks
+import workers.slack_tasks
+from bot import fanout
 from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
 from bot.runbook.engine import RunStatus
 from bot.runbook.schema import parse_runbook
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox
+from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
+from bot.slack.runtime import CeleryTaskSender, build_runtime
 from tests.runbook.conftest import EngineFactory, open_incident
 from tests.support.fixtures import wait_until, worker_idle
 from tests.support.payloads import alert, notification
@@ -21,6 +25,7 @@ from workers.celery_app import QUEUE_ALERTS, QUEUE_RUNBOOKS, TASK_PROCESS_ALERT_
 
 pytestmark = pytest.mark.integration
 SCALE_PATH = r"/apis/apps/v1/namespaces/llm-d/deployments/vllm-decode/scale"
+LOW = "C0LOW00001"  # the Slack emulator's #incidents-low (TestAlert classifies P3)
 
 GATED = parse_runbook(
     """
@@ -146,3 +151,40 @@ def test_a_real_change_sends_one_pagerduty_change_event_naming_the_approver(
         assert details["runbook"] == "gated" and details["incident"] == incident.id
     finally:
         pagerduty_tasks.use_sync(None)
+
+
+def test_a_runs_timeline_reaches_slack_while_it_runs(
+    celery_worker: object,
+    sandbox: Sandbox,
+    make_engine: EngineFactory,
+    store: IncidentStore,
+    slack_settings: Settings,
+    emulator: SlackEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No alert changes after the incident opened: only the run itself can bring Slack up to date."""
+    engine = make_engine(runbooks={"gated": GATED})
+    monkeypatch.setattr(runbook_tasks, "engine", lambda: engine)
+    workers.slack_tasks.use_runtime(build_runtime(slack_settings, sender=CeleryTaskSender(slack_settings)))
+    fanout.use_settings(slack_settings)
+    try:
+        incident = open_incident(store, "TestAlert")  # straight into the store: nothing told Slack
+        send(runbook_tasks.TASK_RUN, incident.id, "gated", request_id="req-slack")
+        wait_until(lambda: [r.status for r in engine.runs_of(incident.id)] == [RunStatus.AWAITING_APPROVAL])
+
+        def thread() -> list[str]:
+            roots = emulator.channel_messages(LOW, top_level_only=True)
+            if not roots:
+                return []
+            return [
+                to_console({"text": m.text, "blocks": m.blocks}) for m in emulator.thread(LOW, roots[0].ts)
+            ]
+
+        # The person who must approve sees the request in the incident's thread, with the run's steps.
+        replies = wait_until(lambda: (t := thread()) and "Scale vllm-decode to 3?" in "\n".join(t) and t)
+        assert any("Runbook gated started" in r for r in replies)  # type: ignore[union-attr]
+        assert any("queue (vllm.metrics" in r for r in replies)  # type: ignore[union-attr]
+        assert len(emulator.channel_messages(LOW, top_level_only=True)) == 1
+    finally:
+        fanout.use_settings(None)
+        workers.slack_tasks.use_runtime(None)
