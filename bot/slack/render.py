@@ -284,6 +284,13 @@ def event_context(incident: Incident, entry: TimelineEntry) -> dict[str, Any]:
     assert isinstance(data, dict)
     step_key = str(entry.data.get("step_key", ""))[:200]
     value = json.dumps({"incident_id": incident.id, "step_key": step_key})
+    rollback_value = json.dumps(
+        {
+            "incident_id": incident.id,
+            "namespace": str(entry.data.get("namespace", ""))[:63],
+            "deployment": str(entry.data.get("deployment", ""))[:253],
+        }
+    )
     return {
         "id": escape(incident.id, 40),
         "kind": escape(entry.kind, 60),
@@ -297,6 +304,8 @@ def event_context(incident: Incident, entry: TimelineEntry) -> dict[str, Any]:
         "approval_value": value,
         "action_approve": ACTION_APPROVE,
         "action_deny": ACTION_DENY,
+        "rollback_value": rollback_value,
+        "action_rollback": ACTION_ROLLBACK_SUGGESTED,
     }
 
 

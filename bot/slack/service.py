@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -461,14 +462,8 @@ class SlackService:
             args = {"incident_id": inc_id, "runbook": str(data.get("runbook", "")), "dry_run": False}
             return self._run(Command("runbook", args, Role.APPROVER), user, team)
         if action_id == ACTION_ROLLBACK_SUGGESTED:
-            args = {
-                "namespace": str(data.get("namespace", "")),
-                "deployment": str(data.get("deployment", "")),
-                "to_revision": None,
-                "incident_id": inc_id,
-                "dry_run": False,
-            }
-            return self._run(Command("rollback", args, Role.APPROVER), user, team)
+            target = f"{data.get('namespace', '')}/{data.get('deployment', '')}"
+            return self._run(parse(f"rollback {shlex.quote(target)} --incident {inc_id}"), user, team)
         if action_id in (ACTION_APPROVE, ACTION_DENY):
             decision = "approve" if action_id == ACTION_APPROVE else "deny"
             return self._decide(inc_id, str(data.get("step_key", "")), decision, user, team, payload)
