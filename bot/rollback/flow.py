@@ -652,6 +652,9 @@ class RollbackFlow:
         return self.renderer.render("rollback.json.j2", request_context(req, self.clock()))
 
     def _post_request_message(self, req: RollbackRequest) -> None:
+        if req.slack_channel and req.slack_ts:  # refused after its preview was posted: update that one
+            self._update_request_message(req)
+            return
         message = self.render_request(req)
         if self.web is None or message is None:
             return

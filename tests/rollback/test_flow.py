@@ -234,7 +234,7 @@ def test_two_concurrent_requests_one_is_refused(sandbox: Sandbox, make_flow: Flo
 
 
 def test_execution_refused_when_the_lock_is_taken_after_approval(
-    sandbox: Sandbox, make_flow: FlowFactory, redis_client: redis.Redis, rb_settings: Settings
+    sandbox: Sandbox, make_flow: FlowFactory, emulator: SlackEmulator
 ) -> None:
     roll_out(sandbox, crash=False)
     flow = make_flow()
@@ -245,6 +245,8 @@ def test_execution_refused_when_the_lock_is_taken_after_approval(
     done = flow.execute(req.id)
     assert done.state is State.REFUSED and "acting on" in done.reason
     assert sandbox.cluster.get("Deployment", NS, "vllm-decode")["metadata"]["generation"] == before
+    (message,) = emulator.channel_messages(LOW, top_level_only=True)  # the preview, updated in place
+    assert "refused" in message.text and "[Approve rollback]" not in to_console({"blocks": message.blocks})
 
 
 def test_expired_approval_does_nothing(
