@@ -289,6 +289,7 @@ def event_context(incident: Incident, entry: TimelineEntry) -> dict[str, Any]:
             "incident_id": incident.id,
             "namespace": str(entry.data.get("namespace", ""))[:63],
             "deployment": str(entry.data.get("deployment", ""))[:253],
+            "to_revision": entry.data.get("to_revision"),
         }
     )
     return {

@@ -462,8 +462,14 @@ class SlackService:
             args = {"incident_id": inc_id, "runbook": str(data.get("runbook", "")), "dry_run": False}
             return self._run(Command("runbook", args, Role.APPROVER), user, team)
         if action_id == ACTION_ROLLBACK_SUGGESTED:
+            # the suggested revision, not "the previous one": after an undo, the previous one is the bad one
             target = f"{data.get('namespace', '')}/{data.get('deployment', '')}"
-            return self._run(parse(f"rollback {shlex.quote(target)} --incident {inc_id}"), user, team)
+            revision = (
+                f" --to-revision {shlex.quote(str(data['to_revision']))}" if data.get("to_revision") else ""
+            )
+            return self._run(
+                parse(f"rollback {shlex.quote(target)}{revision} --incident {inc_id}"), user, team
+            )
         if action_id in (ACTION_APPROVE, ACTION_DENY):
             decision = "approve" if action_id == ACTION_APPROVE else "deny"
             return self._decide(inc_id, str(data.get("step_key", "")), decision, user, team, payload)

@@ -75,7 +75,7 @@ def test_service_down_suggests_and_the_button_requests_the_rollback(
     assert kwargs == {
         "namespace": NS,
         "deployment": "vllm-decode",
-        "to_revision": None,
+        "to_revision": 1,  # pinned: after the runbook's own undo, "the previous revision" is the bad one
         "incident_id": inc.id,
         "dry_run": False,
         "actor": f"slack:{APPROVER}",
