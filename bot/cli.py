@@ -18,6 +18,7 @@ from bot.errors import ConfigError, IncidentBotError
 from bot.incidents.store import IncidentNotFound, IncidentStore
 from bot.logconfig import configure_logging
 from bot.models import Incident
+from bot.rollback.cli import add_rollback_parser
 from bot.runbook.cli import add_runbook_parser
 from bot.sandbox.cli import add_sandbox_parser
 from bot.settings import Settings, get_settings
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sandbox_parser(sub)
     add_ops_parsers(sub)
     add_runbook_parser(sub)
+    add_rollback_parser(sub)
 
     p = sub.add_parser("demo", help="play the built-in scenario against an in-process bot and print it")
     p.set_defaults(handler=cmd_demo)

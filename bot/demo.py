@@ -255,7 +255,7 @@ def _play(settings: Settings, redis_url: str, progress: Progress) -> int:
             "KEY_PREFIX": prefix,
             "ALERTMANAGER_TOKEN": token,
             "RUNBOOK_AUTO_RUN": "true",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": os.environ.get("DEMO_BOT_LOG_LEVEL", "WARNING"),
             **sandbox.environment(),
         }
         env.pop("BROKER_URL", None)

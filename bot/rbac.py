@@ -50,6 +50,9 @@ STEP_PERMISSIONS: Mapping[str, tuple[Permission, ...]] = {
     "k8s.rollout_status": (_p(APPS, "deployments", "get"),),
     # the Deployment's owned ReplicaSets and their revisions (read only).
     "k8s.rollout_history": (_p(APPS, "deployments", "get"), _p(APPS, "replicasets", "list")),
+    # reads the history like k8s.rollout_history; the rollback itself is the ChatOps flow's (same verbs
+    # as k8s.rollout_undo plus pods list).
+    "k8s.suggest_rollback": (_p(APPS, "deployments", "get"), _p(APPS, "replicasets", "list")),
     # select the pods (by label or deployment), then delete them one by one (never deletecollection).
     "k8s.delete_pods": (_p(CORE, "pods", "list", "delete"), _p(APPS, "deployments", "get")),
 }

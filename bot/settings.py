@@ -193,6 +193,33 @@ class Settings(BaseSettings):
         True, description="Before a change, also re-evaluate the alert's expression (needs PROMETHEUS_URL)."
     )
 
+    # --- Rollbacks (ChatOps) ---------------------------------------------------------------------
+    rollback_approval_timeout_seconds: int = Field(
+        900, ge=30, description="A rollback preview not approved within this long expires."
+    )
+    rollback_two_person_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces (production, P0/P1 services) where the requester may not approve their "
+        "own rollback; comma-separated or a JSON list.",
+    )
+    rollback_rollout_timeout_seconds: int = Field(
+        300, ge=5, le=600, description="How long a rollback waits for its rollout to complete."
+    )
+    rollback_verify_timeout_seconds: int = Field(
+        120, ge=1, le=600, description="How long verification waits for every vLLM server's /health."
+    )
+    rollback_verify_promql: str | None = Field(
+        None, description="Optional PromQL that must return a result after a rollback (needs PROMETHEUS_URL)."
+    )
+    rollback_verify_window_seconds: int = Field(
+        120, ge=1, le=1800, description="How long the PromQL check may take to hold."
+    )
+    rollback_slack_channel: str | None = Field(
+        None,
+        description="Channel for rollbacks without an incident; default: the channel of the policy's "
+        "default severity.",
+    )
+
     # --- Logging --------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -237,7 +264,9 @@ class Settings(BaseSettings):
         100_000, ge=100, description="Approximate length cap of the notification events stream."
     )
 
-    @field_validator("vllm_endpoints", "kube_allowed_namespaces", mode="before")
+    @field_validator(
+        "vllm_endpoints", "kube_allowed_namespaces", "rollback_two_person_namespaces", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         """Lists come as `a,b,c` or a JSON array."""

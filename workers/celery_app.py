@@ -76,6 +76,7 @@ def make_celery(settings: Settings, *, with_tasks: bool = True) -> Celery:
             "workers.pagerduty_tasks",
             "workers.timer_tasks",
             "workers.runbook_tasks",
+            "workers.rollback_tasks",
         ]
     return celery
 

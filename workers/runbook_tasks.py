@@ -1,4 +1,6 @@
-"""Runbook tasks (queue `runbooks`): start a run, execute one step, record an approval, request a rollback.
+"""Runbook tasks (queue `runbooks`): start a run, execute one step, record an approval.
+
+Rollbacks requested by people have their own flow and tasks (workers/rollback_tasks.py).
 
 Each `step` task executes exactly one step and then enqueues the next one, so no task runs longer than
 one step's timeout (≤ 10 min, under the visibility timeout). Waits and approvals re-check through
@@ -32,8 +34,6 @@ log = logging.getLogger("incident_bot.worker.runbook")
 TASK_RUN = "workers.tasks.runbook.run"
 TASK_STEP = "workers.tasks.runbook.step"
 TASK_APPROVAL = "workers.tasks.runbook.approval_decision"
-TASK_ROLLBACK = "workers.tasks.runbook.rollback_request"
-ROLLBACK_RUNBOOK = "manual-rollback"
 
 _RETRY: dict[str, Any] = {
     "bind": True,
@@ -145,23 +145,6 @@ def approval_decision(self: Any, incident_id: str, step_key: str, decision: str,
         announce(incident_id, f"runbook:{verdict.run_id}:{verdict.index}:decision")
     log.info("approval %s %s by %s: %s", incident_id, step_key, actor, verdict.message)
     return verdict.message
-
-
-@app.task(name=TASK_ROLLBACK, **_RETRY)  # type: ignore[untyped-decorator]
-def rollback_request(
-    self: Any,
-    incident_id: str,
-    namespace: str,
-    deployment: str,
-    actor: str,
-    dry_run: bool = False,
-    request_id: str | None = None,
-) -> str:
-    """Run the `manual-rollback` runbook for one Deployment at a person's request."""
-    overrides = {"namespace": namespace, "deployment": deployment}
-    return _start(
-        incident_id, ROLLBACK_RUNBOOK, dry_run, f"rollback requested by {actor}", request_id, overrides
-    )
 
 
 def start_matching_runbooks(incident_id: str) -> list[str]:

@@ -622,6 +622,10 @@ class KubeClient:
         """Read a Deployment and summarise it."""
         return summarize_deployment(self._read_deployment(namespace, name))
 
+    def deployment_json(self, namespace: str, name: str) -> JSON:
+        """The Deployment as the server returned it (plain JSON)."""
+        return self._read_deployment(namespace, name)
+
     def template_annotations(self, namespace: str, name: str) -> dict[str, str]:
         """The annotations of a Deployment's pod template (restartedAt lives there)."""
         template = (self._read_deployment(namespace, name).get("spec") or {}).get("template") or {}
@@ -747,7 +751,7 @@ class KubeClient:
         template = json.loads(json.dumps(target["spec"]["template"]))
         (template.get("metadata") or {}).get("labels", {}).pop(HASH_LABEL, None)
         images = _images(template)
-        if _same_template(template, spec.get("template") or {}):
+        if same_template(template, spec.get("template") or {}):
             return UndoResult(
                 name=name,
                 namespace=namespace,
@@ -904,7 +908,9 @@ def _close(api: Any) -> None:
     api.close()
 
 
-def _same_template(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def same_template(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two pod templates are equal once creationTimestamp and pod-template-hash are ignored."""
+
     def clean(t: Mapping[str, Any]) -> Any:
         copy: JSON = json.loads(json.dumps(t))
         meta = copy.setdefault("metadata", {})

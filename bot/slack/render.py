@@ -61,6 +61,10 @@ ACTION_KINDS = frozenset(
         "approval_requested",
         "approval_decided",
         "rollback_requested",
+        "rollback_previewed",
+        "rollback_approved",
+        "rollback_verified",
+        "rollback_failed",
         "escalated",
     }
 )
@@ -81,6 +85,15 @@ KIND_LABEL = {
     "approval_requested": "Approval needed",
     "approval_decided": "Approval decision",
     "rollback_requested": "Rollback requested",
+    "rollback_suggested": "Rollback suggested",
+    "rollback_previewed": "Rollback preview",
+    "rollback_refused": "Rollback refused",
+    "rollback_approved": "Rollback approved",
+    "rollback_cancelled": "Rollback cancelled",
+    "rollback_expired": "Rollback expired",
+    "rollback_verified": "Rollback verified",
+    "rollback_failed": "Rollback FAILED verification",
+    "escalate": "Escalated to a person",
     "escalated": "Escalated",
 }
 
@@ -90,6 +103,9 @@ ACTION_RESOLVE = "incident_resolve"
 ACTION_APPROVE = "runbook_approve"
 ACTION_DENY = "runbook_deny"
 ACTION_RUN_RUNBOOK = "runbook_run_suggested"
+ACTION_ROLLBACK_APPROVE = "rollback_approve"
+ACTION_ROLLBACK_CANCEL = "rollback_cancel"
+ACTION_ROLLBACK_SUGGESTED = "rollback_suggested"
 LINK_ACTION_PREFIX = "link_"
 
 _IMPACT_KEYS = ("impact", "description", "summary")
@@ -268,6 +284,14 @@ def event_context(incident: Incident, entry: TimelineEntry) -> dict[str, Any]:
     assert isinstance(data, dict)
     step_key = str(entry.data.get("step_key", ""))[:200]
     value = json.dumps({"incident_id": incident.id, "step_key": step_key})
+    rollback_value = json.dumps(
+        {
+            "incident_id": incident.id,
+            "namespace": str(entry.data.get("namespace", ""))[:63],
+            "deployment": str(entry.data.get("deployment", ""))[:253],
+            "to_revision": entry.data.get("to_revision"),
+        }
+    )
     return {
         "id": escape(incident.id, 40),
         "kind": escape(entry.kind, 60),
@@ -281,6 +305,8 @@ def event_context(incident: Incident, entry: TimelineEntry) -> dict[str, Any]:
         "approval_value": value,
         "action_approve": ACTION_APPROVE,
         "action_deny": ACTION_DENY,
+        "rollback_value": rollback_value,
+        "action_rollback": ACTION_ROLLBACK_SUGGESTED,
     }
 
 

@@ -28,6 +28,7 @@ from bot.slack.service import (
     AutomationControl,
     MaintenanceWindows,
     NoTierStatus,
+    RollbackDecisions,
     SlackService,
     TaskSender,
     TierStatusSource,
@@ -92,6 +93,7 @@ def build_runtime(
     automation: AutomationControl | None = None,
     maintenance: MaintenanceWindows | None = None,
     notify: Callable[[str], None] | None = None,
+    rollbacks: RollbackDecisions | None = None,
 ) -> SlackRuntime:
     """Build the Slack runtime for these settings; parts may be passed in (tests, other issues' adapters)."""
     r = client or redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
@@ -129,5 +131,23 @@ def build_runtime(
         tier=tier or NoTierStatus(),
         automation=automation or SwitchControl(AutomationSwitch(r, settings.key_prefix)),
         maintenance=maintenance or WindowControl(WindowStore(r, settings.key_prefix)),
+        rollbacks=rollbacks or _rollback_flow(settings, r, store, web, renderer, authorizer, task_sender),
     )
     return SlackRuntime(settings, r, store, web, notifier, service, task_sender)
+
+
+def _rollback_flow(
+    settings: Settings,
+    client: redis.Redis,
+    store: IncidentStore,
+    web: SlackWeb,
+    renderer: SlackRenderer,
+    authorizer: Authorizer,
+    sender: TaskSender,
+) -> RollbackDecisions:
+    """The rollback flow sharing this runtime's Slack parts (decisions need no cluster access)."""
+    from bot.rollback.flow import RollbackFlow
+
+    return RollbackFlow(
+        settings, client, store, sender=sender, web=web, renderer=renderer, authorizer=authorizer
+    )

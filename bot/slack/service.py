@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +34,9 @@ from bot.slack.render import (
     ACTION_APPROVE,
     ACTION_DENY,
     ACTION_RESOLVE,
+    ACTION_ROLLBACK_APPROVE,
+    ACTION_ROLLBACK_CANCEL,
+    ACTION_ROLLBACK_SUGGESTED,
     ACTION_RUN_RUNBOOK,
     STATUS_LABEL,
     SlackRenderer,
@@ -154,6 +158,21 @@ class NoMaintenanceWindows:
         raise NotConfigured("the maintenance window store is not wired into this deployment yet")
 
 
+class RollbackDecisions(Protocol):
+    """Approve / Cancel of a rollback preview (bot.rollback.flow.RollbackFlow)."""
+
+    def decide(self, request_id: str, user_id: str, approve: bool, *, team_id: str = "") -> tuple[str, str]:
+        """Record the click; returns (outcome, reply for the clicker)."""
+
+
+class NoRollbacks:
+    """Default RollbackDecisions: refuses honestly."""
+
+    def decide(self, request_id: str, user_id: str, approve: bool, *, team_id: str = "") -> tuple[str, str]:
+        """Raise NotConfigured."""
+        raise NotConfigured("the rollback flow is not wired into this deployment")
+
+
 class TaskSender(Protocol):
     """Sends a Celery task by name (the receiving code may live in another issue's module)."""
 
@@ -193,6 +212,7 @@ class SlackService:
     tier: TierStatusSource = field(default_factory=NoTierStatus)
     automation: AutomationControl = field(default_factory=NoAutomationControl)
     maintenance: MaintenanceWindows = field(default_factory=NoMaintenanceWindows)
+    rollbacks: RollbackDecisions = field(default_factory=NoRollbacks)
     done_ttl: int = 3600
 
     # --- slash commands -------------------------------------------------------------------------
@@ -421,6 +441,18 @@ class SlackService:
         if action_id == ACTION_RESOLVE:
             command = Command("resolve", {"incident_id": incident_id(value), "note": ""}, Role.RESPONDER)
             return self._run(command, user, team)
+        if action_id in (ACTION_ROLLBACK_APPROVE, ACTION_ROLLBACK_CANCEL):
+            try:
+                request_id = str(json.loads(value)["request_id"])
+            except (ValueError, KeyError, TypeError):
+                raise UsageError("this button names no rollback request") from None
+            try:
+                outcome, reply = self.rollbacks.decide(
+                    request_id, user, action_id == ACTION_ROLLBACK_APPROVE, team_id=team
+                )
+            except PermanentError as exc:
+                return Outcome("failed", f":warning: {escape(str(exc))}")
+            return Outcome(outcome, reply)
         try:
             data = json.loads(value)
             inc_id = incident_id(str(data["incident_id"]))
@@ -429,6 +461,15 @@ class SlackService:
         if action_id == ACTION_RUN_RUNBOOK:
             args = {"incident_id": inc_id, "runbook": str(data.get("runbook", "")), "dry_run": False}
             return self._run(Command("runbook", args, Role.APPROVER), user, team)
+        if action_id == ACTION_ROLLBACK_SUGGESTED:
+            # the suggested revision, not "the previous one": after an undo, the previous one is the bad one
+            target = f"{data.get('namespace', '')}/{data.get('deployment', '')}"
+            revision = (
+                f" --to-revision {shlex.quote(str(data['to_revision']))}" if data.get("to_revision") else ""
+            )
+            return self._run(
+                parse(f"rollback {shlex.quote(target)}{revision} --incident {inc_id}"), user, team
+            )
         if action_id in (ACTION_APPROVE, ACTION_DENY):
             decision = "approve" if action_id == ACTION_APPROVE else "deny"
             return self._decide(inc_id, str(data.get("step_key", "")), decision, user, team, payload)

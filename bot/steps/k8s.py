@@ -212,6 +212,50 @@ def rollout_history(ctx: StepContext, params: HistoryParams) -> StepResult:
     )
 
 
+class SuggestRollbackParams(StepParams):
+    """Suggest (never perform) a rollback when the Deployment rolled out recently."""
+
+    namespace: str = Field(min_length=1)
+    deployment: str = Field(min_length=1)
+    max_age: Seconds = 3600.0
+
+
+@step(
+    "k8s.suggest_rollback",
+    mutating=False,
+    description="Offer a 'Roll back' button when the last rollout is recent (the ChatOps rollback flow)",
+)
+def suggest_rollback(ctx: StepContext, params: SuggestRollbackParams) -> StepResult:
+    """Append a `rollback_suggested` timeline entry (Slack shows a Roll back button) for a recent rollout."""
+    history = ctx.kube.rollout_history(params.namespace, params.deployment)
+    if len(history) < 2:
+        return StepResult.ok("no previous revision: nothing to suggest", suggested=False)
+    newest = history[-1]
+    age = (ctx.now() - newest.created).total_seconds() if newest.created else None
+    if age is None or age > params.max_age:
+        return StepResult.ok("no recent rollout: nothing to suggest", suggested=False, age_seconds=age)
+    target = f"{params.namespace}/{params.deployment}"
+    text = (
+        f"{target} rolled out revision {newest.revision} ({', '.join(newest.images)}) "
+        f"{age / 60:.0f} min ago; "
+        f"rolling back to revision {history[-2].revision} ({', '.join(history[-2].images)}) is suggested"
+    )
+    if not ctx.dry_run:
+        ctx.services.store.append_timeline(
+            ctx.incident.id,
+            "rollback_suggested",
+            text + ".",
+            {
+                "namespace": params.namespace,
+                "deployment": params.deployment,
+                "from_revision": newest.revision,
+                "to_revision": history[-2].revision,
+                "age_seconds": round(age),
+            },
+        )
+    return StepResult.ok(text, suggested=True, age_seconds=age, to_revision=history[-2].revision)
+
+
 class RolloutStatusParams(StepParams):
     """Wait for a Deployment's rollout to complete."""
 

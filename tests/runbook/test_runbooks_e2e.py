@@ -140,15 +140,6 @@ CASES = [
         ("served (wait, read): ok", "warmup (vllm.warmup, read): ok - warmed 2/2"),
         ("would notify: Model loaded",),
     ),
-    Case(
-        "manual-rollback",
-        "VLLMServiceDown",
-        {},
-        lambda sb: bad_rollout(sb, crash=False),
-        RunStatus.SUCCEEDED,
-        ("rolled back llm-d/vllm-decode from revision 2 to 1", "successfully rolled out"),
-        ("would roll back llm-d/vllm-decode from revision 2 to 1",),
-    ),
 ]
 
 

@@ -1,0 +1,1 @@
+"""ChatOps rollbacks: preview (pure diff + server-side dry run), approval, execution, verification."""

@@ -1,0 +1,768 @@
+"""The ChatOps rollback flow: request -> preview -> approval -> execution -> verification -> outcome.
+
+`RollbackFlow` is what the Celery tasks (workers/rollback_tasks.py), the Slack buttons and the CLI call.
+
+* **request**: refuse early (kill switch, another open request of the Deployment, whatever
+  `build_preview` refuses), otherwise store the preview and post it to Slack with Approve / Cancel.
+* **decide**: approvers only; the two-person rule (ROLLBACK_TWO_PERSON_NAMESPACES) refuses the
+  requester's own approval; an approval after ROLLBACK_APPROVAL_TIMEOUT_SECONDS expires the request.
+  The first decision wins (the state move is WATCHed). Approval queues `execute`.
+* **execute**: takes the runbook guards' per-Deployment lock (``guard:lock:<ns>/<name>``), so a runbook
+  step and a rollback never act on one Deployment at once; re-checks that nothing changed since the
+  preview; undoes with the Kubernetes adapter (kubectl's algorithm); waits for the rollout; verifies
+  (pods ready, vLLM /health, a warmup completion, optionally a PromQL check); starts the runbooks'
+  `k8s.rollout_undo` cooldown on the target, so an automatic runbook does not undo the rollback.
+* **outcome**: a channel message, a timeline entry (the incident thread shows it), an audit record and a
+  PagerDuty change event. A failed verification is loud: the approvers are mentioned, the incident gets an
+  ``escalate`` entry, and the next steps are offered, not taken.
+
+A worker that dies while executing leaves the request ``executing``; the redelivered task re-reads the
+Deployment: the target template already there -> it goes on to wait and verify; generation unchanged
+since the intent -> it undoes; anything else -> failed, for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import redis
+
+from bot.controls import AutomationControls, Controls
+from bot.errors import IncidentBotError, PermanentError
+from bot.incidents.store import IncidentStore
+from bot.integrations.kube import KubeClient, same_template
+from bot.integrations.pagerduty import PagerDutyClient
+from bot.integrations.prometheus import PrometheusClient
+from bot.integrations.slack import SlackWeb
+from bot.integrations.vllm import run_sync
+from bot.rollback.diff import Change, summary
+from bot.rollback.preview import Refused, age_text, build_preview
+from bot.rollback.state import Busy, InvalidMove, RollbackRequest, RollbackStore, State
+from bot.runbook.guards import Guards
+from bot.settings import Settings
+from bot.severity import load_policy
+from bot.slack.audit import AuditLog
+from bot.slack.authz import Authorizer
+from bot.slack.commands import Role
+from bot.slack.mrkdwn import escape, slack_date
+from bot.slack.render import (
+    ACTION_ROLLBACK_APPROVE,
+    ACTION_ROLLBACK_CANCEL,
+    Message,
+    SlackRenderer,
+    actor_mention,
+)
+
+log = logging.getLogger("incident_bot.rollback")
+
+#: Celery task names (routing: workers.tasks.runbook.* -> runbooks, workers.tasks.notify.* -> notifications).
+TASK_REQUEST = "workers.tasks.runbook.rollback_request"
+TASK_EXECUTE = "workers.tasks.runbook.rollback_execute"
+TASK_CHANGE_EVENT = "workers.tasks.notify.rollback_change_event"
+#: The runbook step type whose cooldown a manual rollback starts.
+UNDO_ACTION = "k8s.rollout_undo"
+STATE_EMOJI = {
+    State.PREVIEWED: ":rewind:",
+    State.APPROVED: ":hourglass_flowing_sand:",
+    State.EXECUTING: ":hourglass_flowing_sand:",
+    State.VERIFIED: ":white_check_mark:",
+    State.FAILED: ":rotating_light:",
+    State.CANCELLED: ":no_entry_sign:",
+    State.EXPIRED: ":alarm_clock:",
+    State.REFUSED: ":no_entry:",
+}
+
+
+class TaskSender(Protocol):
+    """Sends a Celery task by name (bot.slack.service.TaskSender has this shape)."""
+
+    def send(
+        self,
+        name: str,
+        *,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        countdown: float | None = None,
+    ) -> str:
+        """Enqueue the task; returns its id."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _mention_group(entry: str) -> str:
+    return f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>"
+
+
+class RollbackFlow:
+    """Requests, approvals, execution and outcome of ChatOps rollbacks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        store: IncidentStore,
+        *,
+        sender: TaskSender,
+        web: SlackWeb | None = None,
+        renderer: SlackRenderer | None = None,
+        authorizer: Authorizer | None = None,
+        kube: KubeClient | None = None,
+        prometheus: PrometheusClient | None = None,
+        pagerduty: Callable[[], PagerDutyClient | None] | None = None,
+        controls: Controls | None = None,
+        clock: Callable[[], datetime] = _now,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._r = client
+        self.store = store
+        self.sender = sender
+        self.web = web
+        self.renderer = renderer
+        self.authorizer = authorizer
+        self._kube = kube
+        self._prometheus = prometheus
+        self._pagerduty = pagerduty
+        self.controls = controls or AutomationControls(client, settings.key_prefix)
+        self.clock = clock
+        self.sleep = sleep
+        budget = settings.rollback_rollout_timeout_seconds + settings.rollback_verify_timeout_seconds
+        self.lock_ttl = budget + 120
+        self.requests = RollbackStore(
+            client,
+            settings.key_prefix,
+            active_ttl_seconds=settings.rollback_approval_timeout_seconds + self.lock_ttl,
+        )
+        self.guards = Guards(
+            client,
+            settings.key_prefix,
+            cooldown_seconds=settings.runbook_cooldown_seconds,
+            max_actions=settings.runbook_max_actions,
+            window_seconds=settings.runbook_action_window_seconds,
+        )
+        self.audit = AuditLog(client, store.key("audit"))
+
+    @property
+    def kube(self) -> KubeClient:
+        """The Kubernetes adapter (built from settings on first use)."""
+        if self._kube is None:
+            self._kube = KubeClient.from_settings(self.settings)
+        return self._kube
+
+    # --- request ---------------------------------------------------------------------------------
+    def request(
+        self,
+        namespace: str,
+        deployment: str,
+        *,
+        actor: str,
+        to_revision: int | None = None,
+        incident_id: str | None = None,
+        dry_run: bool = False,
+        post: bool = True,
+    ) -> RollbackRequest:
+        """File a request and preview it (posted to Slack); refusals end the request with the reason."""
+        if incident_id:
+            self.store.get(incident_id)  # IncidentNotFound: a readable PermanentError
+        now = self.clock()
+        fields: dict[str, Any] = {
+            "namespace": namespace,
+            "deployment": deployment,
+            "requested_revision": to_revision,
+            "incident_id": incident_id,
+            "requester": actor,
+            "dry_run": dry_run,
+        }
+        try:
+            req = self.requests.create(**fields, now=now, claim=not dry_run)
+        except Busy as busy:
+            if self._stale(busy.holder):
+                self.requests.release_stale(namespace, deployment, busy.holder)
+                return self.request(
+                    namespace,
+                    deployment,
+                    actor=actor,
+                    to_revision=to_revision,
+                    incident_id=incident_id,
+                    dry_run=dry_run,
+                    post=post,
+                )
+            holder = self.requests.get(busy.holder)
+            req = self.requests.create(**fields, now=now, claim=False)
+            reason = (
+                f"rollback {holder.id} of {req.target} is already {holder.state.value} "
+                f"(requested by {holder.requester}); one rollback per deployment at a time"
+            )
+            return self._refuse(req, "busy", reason, post=post)
+        if not dry_run and not self.controls.automation_enabled():
+            return self._refuse(
+                req, "kill_switch", "the automation kill switch is on; turn it off first", post=post
+            )
+        if not dry_run and self.guards.holder(req.target):
+            return self._refuse(
+                req,
+                "rollout_in_progress",
+                f"a runbook step or another rollback is acting on {req.target} right now",
+                post=post,
+            )
+        try:
+            preview = build_preview(self.kube, namespace, deployment, to_revision, now=now)
+        except Refused as exc:
+            return self._refuse(req, exc.code, str(exc), post=post)
+        two_person = namespace in self.settings.rollback_two_person_namespaces
+        expires = (
+            None if dry_run else now + timedelta(seconds=self.settings.rollback_approval_timeout_seconds)
+        )
+        req = self.requests.move(
+            req.id,
+            State.PREVIEWED,
+            actor,
+            at=now,
+            note=preview.dry_run_message,
+            preview=preview.to_dict(),
+            expires_at=expires,
+            two_person=two_person,
+            from_revision=preview.current.revision,
+            to_revision=preview.target.revision,
+        )
+        if not preview.dry_run_ok and not dry_run:
+            return self._refuse(req, "dry_run_failed", preview.dry_run_message, post=post)
+        self._audit(req, "previewed", summary(preview.changes))
+        mode = " (dry run: preview only)" if dry_run else ""
+        self._timeline(
+            req,
+            "rollback_previewed",
+            f"Rollback {req.id} of {req.target} from revision {req.from_revision} to {req.to_revision} "
+            f"previewed{mode}: {summary(preview.changes)}.",
+        )
+        if post:
+            self._post_request_message(req)
+        return self.requests.get(req.id)
+
+    def _stale(self, holder_id: str) -> bool:
+        try:
+            holder = self.requests.get(holder_id)
+        except PermanentError:
+            return True
+        if holder.state.terminal:
+            return True
+        if holder.state is State.PREVIEWED and holder.expires_at and self.clock() >= holder.expires_at:
+            self._expire(holder)
+            return True
+        return False
+
+    def _refuse(self, req: RollbackRequest, code: str, reason: str, *, post: bool) -> RollbackRequest:
+        req = self.requests.move(
+            req.id, State.REFUSED, req.requester, at=self.clock(), note=code, reason=reason
+        )
+        log.warning("rollback %s of %s refused (%s): %s", req.id, req.target, code, reason)
+        self._audit(req, "refused", reason)
+        self._timeline(req, "rollback_refused", f"Rollback {req.id} of {req.target} refused: {reason}")
+        if post:
+            self._post_request_message(req)
+        return req
+
+    # --- decisions -------------------------------------------------------------------------------
+    def decide(
+        self,
+        request_id: str,
+        user_id: str,
+        approve: bool,
+        *,
+        team_id: str = "",
+    ) -> tuple[str, str]:
+        """A Slack user's Approve/Cancel click: (outcome, reply for the clicker)."""
+        actor = f"slack:{user_id}"
+        req = self.requests.get(request_id)
+        verb = "approve" if approve else "cancel"
+        label = f"rollback {verb} {req.id}"
+        allowed = self.authorizer.has_role(user_id, Role.APPROVER) if self.authorizer else False
+        if not allowed and not (not approve and actor == req.requester):
+            reason = f"only approvers may {verb} rollback {req.id}"
+            self.audit.record(
+                actor=actor,
+                team_id=team_id,
+                action=label,
+                outcome="refused",
+                reason=reason,
+                source="rollback",
+            )
+            return "refused", f":no_entry: Refused: {reason}. Nothing was changed."
+        if req.state is not State.PREVIEWED:
+            by = req.approved_by or req.decided_by or req.requester
+            return "failed", f":warning: Rollback {req.id} is already {req.state.value} ({by})."
+        now = self.clock()
+        if req.dry_run:
+            return "failed", f":warning: {req.id} is a dry-run preview; request it again without --dry-run."
+        if approve and req.expires_at and now >= req.expires_at:
+            self._expire(req)
+            return "refused", f":alarm_clock: Rollback {req.id} expired; nothing was done. Request it again."
+        if approve and req.two_person and actor == req.requester:
+            reason = (
+                f"two-person rule for namespace {req.namespace}: the requester cannot approve their own "
+                "rollback; another approver must"
+            )
+            self.audit.record(
+                actor=actor,
+                team_id=team_id,
+                action=label,
+                outcome="refused",
+                args={"request_id": req.id},
+                reason=reason,
+                source="rollback",
+            )
+            return "refused", f":no_entry: Refused: {reason}."
+        try:
+            if approve:
+                req = self.requests.move(
+                    req.id, State.APPROVED, actor, at=now, approved_by=actor, decided_by=actor
+                )
+            else:
+                req = self.requests.move(
+                    req.id, State.CANCELLED, actor, at=now, decided_by=actor, reason=f"cancelled by {actor}"
+                )
+        except InvalidMove as exc:
+            return "failed", f":warning: {escape(str(exc))}"
+        self.audit.record(
+            actor=actor,
+            team_id=team_id,
+            action=label,
+            outcome="accepted",
+            args={"request_id": req.id, "target": req.target},
+            source="rollback",
+        )
+        self._update_request_message(req)
+        if approve:
+            self._timeline(
+                req, "rollback_approved", f"Rollback {req.id} of {req.target} approved by {actor}."
+            )
+            self.sender.send(TASK_EXECUTE, args=(req.id,))
+            return "accepted", f":white_check_mark: Rollback {req.id} approved; rolling back {req.target}."
+        self._timeline(req, "rollback_cancelled", f"Rollback {req.id} of {req.target} cancelled by {actor}.")
+        self._audit(req, "cancelled", req.reason)
+        return "accepted", f":no_entry_sign: Rollback {req.id} cancelled."
+
+    def _expire(self, req: RollbackRequest) -> None:
+        try:
+            req = self.requests.move(
+                req.id, State.EXPIRED, "incident-bot", at=self.clock(), reason="approval window passed"
+            )
+        except InvalidMove:
+            return
+        self._audit(req, "expired", "no approval within the approval window")
+        self._timeline(req, "rollback_expired", f"Rollback {req.id} of {req.target} expired unapproved.")
+        self._update_request_message(req)
+
+    # --- execution -------------------------------------------------------------------------------
+    def execute(self, request_id: str) -> RollbackRequest:
+        """Roll back an approved request under the Deployment's lock, wait, verify, announce."""
+        req = self.requests.get(request_id)
+        if req.state not in (State.APPROVED, State.EXECUTING):
+            return req
+        token = self.guards.acquire(req.target, self.lock_ttl)
+        if token is None:
+            if req.state is State.EXECUTING:
+                return req  # the first delivery is still at work
+            return self._refuse(
+                req,
+                "rollout_in_progress",
+                f"a runbook step or another rollback is acting on {req.target}; nothing was changed",
+                post=True,
+            )
+        try:
+            req = self._execute_locked(req)
+        finally:
+            self.guards.release(req.target, token)
+        if req.state.terminal:
+            self._announce(req)
+        return req
+
+    def _execute_locked(self, req: RollbackRequest) -> RollbackRequest:
+        kube = self.kube
+        try:
+            if req.state is State.APPROVED:
+                if not self.controls.automation_enabled():
+                    return self._refuse(
+                        req, "kill_switch", "the automation kill switch was turned on", post=True
+                    )
+                dep = kube.get_deployment(req.namespace, req.deployment)
+                if dep.paused:
+                    return self._refuse(
+                        req, "paused", f"{req.target} was paused after the preview", post=True
+                    )
+                if dep.generation != req.preview.get("generation"):
+                    return self._refuse(
+                        req,
+                        "changed_since_preview",
+                        f"{req.target} changed after the preview (generation {req.preview.get('generation')} "
+                        f"-> {dep.generation}); request the rollback again to see the new diff",
+                        post=True,
+                    )
+                req = self.requests.move(
+                    req.id,
+                    State.EXECUTING,
+                    req.approved_by or "?",
+                    at=self.clock(),
+                    started_at=self.clock(),
+                    intent_generation=dep.generation,
+                )
+                undo = kube.rollout_undo(req.namespace, req.deployment, to_revision=req.to_revision)
+                note = f"undo sent: revision {undo.from_revision} -> {undo.to_revision}"
+            else:
+                note = self._recover(req)
+                if note.startswith("unknown"):
+                    return self._end(req, State.FAILED, note, {"ok": False, "checks": []})
+            self.guards.start_cooldown(UNDO_ACTION, req.target, req.id)
+            verification = self._verify(req)
+            state = State.VERIFIED if verification["ok"] else State.FAILED
+            return self._end(req, state, note, verification)
+        except IncidentBotError as exc:
+            if req.state is State.APPROVED:
+                return self._refuse(req, "error", f"{type(exc).__name__}: {exc}", post=True)
+            return self._end(req, State.FAILED, f"{type(exc).__name__}: {exc}", {"ok": False, "checks": []})
+
+    def _recover(self, req: RollbackRequest) -> str:
+        """After a worker restart mid-execution: decide whether the undo landed."""
+        kube = self.kube
+        history = {r.revision: r for r in kube.rollout_history(req.namespace, req.deployment)}
+        live = (kube.deployment_json(req.namespace, req.deployment).get("spec") or {}).get("template") or {}
+        target = history.get(req.to_revision or -1)
+        if target is not None and same_template(target.template, live):
+            return "recovered: the target template is already in place"
+        dep = kube.get_deployment(req.namespace, req.deployment)
+        if dep.generation == req.intent_generation:
+            undo = kube.rollout_undo(req.namespace, req.deployment, to_revision=req.to_revision)
+            return f"recovered: undo re-sent (revision {undo.from_revision} -> {undo.to_revision})"
+        return f"unknown: {req.target} changed after the intent but not to revision {req.to_revision}"
+
+    def _end(
+        self, req: RollbackRequest, state: State, note: str, verification: dict[str, Any]
+    ) -> RollbackRequest:
+        reason = note if state is State.VERIFIED else (verification.get("failed") or note)
+        return self.requests.move(
+            req.id,
+            state,
+            "incident-bot",
+            at=self.clock(),
+            note=note,
+            verification=verification,
+            finished_at=self.clock(),
+            reason=str(reason),
+        )
+
+    # --- verification ----------------------------------------------------------------------------
+    def _verify(self, req: RollbackRequest) -> dict[str, Any]:
+        """Rollout complete, pods ready, vLLM /health, a warmup completion, optional PromQL."""
+        s = self.settings
+        checks: list[dict[str, Any]] = []
+
+        def check(name: str, ok: bool | None, detail: str) -> None:
+            checks.append({"name": name, "ok": ok, "detail": detail})
+
+        status = self.kube.wait_for_rollout(
+            req.namespace,
+            req.deployment,
+            timeout=s.rollback_rollout_timeout_seconds,
+            interval=2.0,
+            sleep=self.sleep,
+            clock=lambda: self.clock().timestamp(),
+        )
+        check("rollout", status.complete, status.message)
+        pods = self.kube.list_pods(req.namespace, deployment=req.deployment)
+        ready = sum(1 for p in pods if p.ready)
+        bad = [f"{p.name} {p.status}" for p in pods if not p.ready][:5]
+        check(
+            "pods",
+            status.replicas > 0 and ready >= status.replicas and not bad,
+            f"{ready}/{status.replicas} pods ready" + (f"; not ready: {', '.join(bad)}" if bad else ""),
+        )
+        endpoints = list(s.vllm_endpoints)
+        if endpoints:
+            deadline = self.clock() + timedelta(seconds=s.rollback_verify_timeout_seconds)
+            while True:
+                reports = run_sync(lambda c: c.health_all(endpoints), s)
+                healthy = sum(1 for r in reports if r.ok)
+                if healthy == len(reports) or self.clock() >= deadline:
+                    break
+                self.sleep(2.0)
+            check(
+                "vllm_health", healthy == len(reports), f"{healthy}/{len(reports)} vLLM servers /health 200"
+            )
+            results = run_sync(lambda c: c.warmup_all(endpoints, None), s)
+            done = [r.value for r in results if r.value is not None]
+            errors = [f"{r.url}: {r.error}" for r in results if r.error is not None][:3]
+            ttft = max((w.ttft_s for w in done), default=None)
+            check(
+                "warmup",
+                len(done) == len(results),
+                f"{len(done)}/{len(results)} warmup completions"
+                + (f", TTFT max {ttft:.3f}s" if ttft is not None else "")
+                + (f"; errors: {'; '.join(errors)}" if errors else ""),
+            )
+        else:
+            check("vllm_health", None, "skipped: VLLM_ENDPOINTS not set")
+        query = s.rollback_verify_promql
+        if query and s.prometheus_url:
+            check("prometheus", *self._prometheus_check(query))
+        ok = all(c["ok"] is not False for c in checks)
+        failed = "; ".join(f"{c['name']}: {c['detail']}" for c in checks if c["ok"] is False)
+        return {"ok": ok, "checks": checks, "failed": failed}
+
+    def _prometheus_check(self, query: str) -> tuple[bool, str]:
+        s = self.settings
+        if self._prometheus is None:
+            self._prometheus = PrometheusClient.from_settings(s)
+        deadline = self.clock() + timedelta(seconds=s.rollback_verify_window_seconds)
+        while True:
+            try:
+                samples = self._prometheus.query(query)
+            except IncidentBotError as exc:
+                samples, error = [], str(exc)
+            else:
+                error = ""
+            if samples or self.clock() >= deadline:
+                break
+            self.sleep(5.0)
+        if samples:
+            return True, f"{query} holds ({len(samples)} series)"
+        return False, f"{query} returned nothing within {s.rollback_verify_window_seconds}s {error}".strip()
+
+    # --- outcome ---------------------------------------------------------------------------------
+    def _announce(self, req: RollbackRequest) -> None:
+        if req.state in (State.VERIFIED, State.FAILED):
+            checks = "; ".join(
+                f"{c['name']} {'ok' if c['ok'] else 'skipped' if c['ok'] is None else 'FAILED'}"
+                for c in req.verification.get("checks", [])
+            )
+            word = "verified" if req.state is State.VERIFIED else "FAILED verification"
+            self._timeline(
+                req,
+                f"rollback_{req.state.value}",
+                f"Rollback {req.id} of {req.target} from revision {req.from_revision} to {req.to_revision} "
+                f"{word} ({checks}).",
+            )
+            if req.state is State.FAILED and req.incident_id:
+                self._timeline(
+                    req,
+                    "escalate",
+                    f"Rollback {req.id} did not restore {req.target}: {req.reason}. A person must decide the "
+                    "next step.",
+                )
+            self._audit(req, req.state.value, req.reason)
+            if self.settings.pagerduty_configured or self._pagerduty is not None:
+                self.sender.send(TASK_CHANGE_EVENT, args=(req.id,))
+            self._post_result_message(req)
+        self._update_request_message(req)
+
+    def change_event(self, request_id: str) -> bool:
+        """Send the PagerDuty change event of a finished rollback (False when PagerDuty is off)."""
+        req = self.requests.get(request_id)
+        client = self._pagerduty() if self._pagerduty is not None else None
+        if client is None:
+            return False
+        changes = [Change(**c) for c in req.preview.get("changes", [])]
+        client.change_event(
+            summary=(
+                f"Rollback of {req.target} from revision {req.from_revision} to {req.to_revision}: "
+                f"{req.state.value}"
+            ),
+            source=f"llmd-incident-bot/{req.namespace}",
+            custom_details={
+                "request_id": req.id,
+                "namespace": req.namespace,
+                "deployment": req.deployment,
+                "from_revision": req.from_revision,
+                "to_revision": req.to_revision,
+                "requested_by": req.requester,
+                "approved_by": req.approved_by,
+                "outcome": req.state.value,
+                "incident_id": req.incident_id,
+                "changes": summary(changes),
+                "duration_s": req.duration_s,
+            },
+        )
+        return True
+
+    def _audit(self, req: RollbackRequest, outcome: str, reason: str) -> None:
+        changes = [Change(**c) for c in req.preview.get("changes", [])]
+        self.audit.record(
+            actor=req.requester,
+            team_id="",
+            action="rollback",
+            outcome=outcome,
+            args={
+                "request_id": req.id,
+                "namespace": req.namespace,
+                "deployment": req.deployment,
+                "incident_id": req.incident_id,
+                "requested_by": req.requester,
+                "approved_by": req.approved_by,
+                "from_revision": req.from_revision,
+                "to_revision": req.to_revision,
+                "diff": summary(changes) if changes else "",
+                "duration_s": req.duration_s,
+                "dry_run": req.dry_run,
+            },
+            reason=reason,
+            source="rollback",
+        )
+
+    def _timeline(self, req: RollbackRequest, kind: str, message: str) -> None:
+        if not req.incident_id:
+            return
+        data: dict[str, object] = {
+            "request_id": req.id,
+            "namespace": req.namespace,
+            "deployment": req.deployment,
+            "state": req.state.value,
+            "from_revision": req.from_revision,
+            "to_revision": req.to_revision,
+            "actor": req.approved_by or req.requester,
+        }
+        if req.approved_by:
+            data["approved_by"] = req.approved_by
+        self.store.append_timeline(req.incident_id, kind, message, data)
+        if self.settings.slack_configured:
+            from bot.fanout import change_notifications
+
+            for name, args in change_notifications(self.settings, req.incident_id, f"rollback:{req.id}"):
+                self.sender.send(name, args=args)
+
+    # --- Slack -----------------------------------------------------------------------------------
+    def channel_for(self, req: RollbackRequest) -> str:
+        """The incident's severity channel, else ROLLBACK_SLACK_CHANNEL, else the default level's."""
+        if req.incident_id:
+            return self.settings.slack_channels[self.store.get(req.incident_id).severity.value]
+        if self.settings.rollback_slack_channel:
+            return self.settings.rollback_slack_channel
+        level = load_policy(self.settings.severity_policy).default_level
+        return self.settings.slack_channels[str(getattr(level, "value", level))]
+
+    def render_request(self, req: RollbackRequest) -> Message | None:
+        """The preview message in its current state (buttons only while it awaits a decision)."""
+        if self.renderer is None:
+            return None
+        return self.renderer.render("rollback.json.j2", request_context(req, self.clock()))
+
+    def _post_request_message(self, req: RollbackRequest) -> None:
+        if req.slack_channel and req.slack_ts:  # refused after its preview was posted: update that one
+            self._update_request_message(req)
+            return
+        message = self.render_request(req)
+        if self.web is None or message is None:
+            return
+        try:
+            channel, ts = self.web.post_message(self.channel_for(req), message.text, message.blocks)
+        except IncidentBotError as exc:
+            log.error("rollback %s: preview not posted to Slack: %s", req.id, exc)
+            return
+        self.requests.update(req.id, slack_channel=channel, slack_ts=ts)
+
+    def _update_request_message(self, req: RollbackRequest) -> None:
+        req = self.requests.get(req.id)
+        message = self.render_request(req)
+        if self.web is None or message is None or not (req.slack_channel and req.slack_ts):
+            return
+        try:
+            self.web.update_message(req.slack_channel, req.slack_ts, message.text, message.blocks)
+        except IncidentBotError as exc:
+            log.error("rollback %s: preview not updated: %s", req.id, exc)
+
+    def _post_result_message(self, req: RollbackRequest) -> None:
+        if self.web is None or self.renderer is None:
+            return
+        approvers = [_mention_group(e) for e in sorted(self.settings.slack_approver_ids)]
+        message = self.renderer.render("rollback_result.json.j2", result_context(req, approvers))
+        try:
+            self.web.post_message(self.channel_for(req), message.text, message.blocks)
+        except IncidentBotError as exc:
+            log.error("rollback %s: outcome not posted to Slack: %s", req.id, exc)
+
+
+# --- template contexts (pure) ---------------------------------------------------------------------
+def _revision(view: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "revision": view.get("revision"),
+        "age": age_text(view.get("age_s")),
+        "images": escape(", ".join(view.get("images") or []), 500),
+    }
+
+
+def request_context(req: RollbackRequest, now: datetime) -> dict[str, Any]:
+    """What rollback.json.j2 shows, every untrusted string escaped."""
+    p = req.preview
+    changes = [
+        "• " + escape((f"[{c['container']}] " if c.get("container") else "") + str(c.get("text", "")), 300)
+        for c in p.get("changes", [])
+    ]
+    awaiting = req.state is State.PREVIEWED and not req.dry_run
+    return {
+        "id": req.id,
+        "target": escape(req.target, 300),
+        "state": req.state.value,
+        "emoji": STATE_EMOJI.get(req.state, ":rewind:"),
+        "incident_id": req.incident_id,
+        "requester": actor_mention(req.requester),
+        "decided_by": actor_mention(req.decided_by) if req.decided_by else None,
+        "approved_by": actor_mention(req.approved_by) if req.approved_by else None,
+        "reason": escape(req.reason, 1000),
+        "has_preview": bool(p),
+        "current": _revision(p.get("current") or {}),
+        "target_rev": _revision(p.get("target") or {}),
+        "changes": changes[:25],
+        "more_changes": max(0, len(changes) - 25),
+        "dry_run_ok": bool(p.get("dry_run_ok")),
+        "dry_run_message": escape(str(p.get("dry_run_message", "")), 500),
+        "dry_run": req.dry_run,
+        "two_person": req.two_person,
+        "expires": slack_date(req.expires_at) if req.expires_at else "",
+        "awaiting": awaiting,
+        "value": json.dumps({"request_id": req.id}),
+        "action_approve": ACTION_ROLLBACK_APPROVE,
+        "action_cancel": ACTION_ROLLBACK_CANCEL,
+    }
+
+
+def result_context(req: RollbackRequest, approvers: list[str]) -> dict[str, Any]:
+    """What rollback_result.json.j2 shows: outcome, checks, and on failure who is called and what next."""
+    ok = req.state is State.VERIFIED
+    older = [r for r in req.preview.get("revisions", []) if req.to_revision and r < req.to_revision]
+    next_steps = []
+    if not ok:
+        if older:
+            next_steps.append(
+                f"`/incident rollback {req.target} --to-revision {older[-1]}"
+                + (f" --incident {req.incident_id}`" if req.incident_id else "`")
+                + f" (revision {older[-1]}, older)"
+            )
+        if req.incident_id:
+            next_steps.append(f"`/incident runbook {req.incident_id} service-down` (diagnose and restart)")
+        next_steps.append(
+            f"`kubectl -n {req.namespace} describe deployment {req.deployment}` and the pod logs"
+        )
+    return {
+        "id": req.id,
+        "ok": ok,
+        "target": escape(req.target, 300),
+        "from_revision": req.from_revision,
+        "to_revision": req.to_revision,
+        "incident_id": req.incident_id,
+        "requester": actor_mention(req.requester),
+        "approved_by": actor_mention(req.approved_by) if req.approved_by else "?",
+        "duration": f"{req.duration_s:.1f}s" if req.duration_s is not None else "?",
+        "checks": [
+            (":white_check_mark: " if c["ok"] else ":white_circle: " if c["ok"] is None else ":x: ")
+            + escape(f"{c['name']}: {c['detail']}", 400)
+            for c in req.verification.get("checks", [])
+        ],
+        "reason": escape(req.reason, 800),
+        "approvers": " ".join(approvers) if not ok else "",
+        "next_steps": ["• " + escape(s, 300) for s in next_steps],
+    }
