@@ -233,12 +233,24 @@ class IncidentStore:
         """Apply one Alertmanager notification exactly once; redeliveries return outcome 'duplicate'."""
         gid = group_id(webhook.groupKey)
         try:
+            already = self._r.get(self.key("delivery", delivery_key))
+            if already is not None:
+                return ApplyResult("duplicate", _t(already) or None)
+            # Classify before taking the group lock: with live signals this queries Prometheus, and a slow
+            # Prometheus must not hold up the group's other deliveries.
+            classified = self._classify(webhook) if webhook.status is AlertStatus.FIRING else None
             with self._group_lock(gid, f"group {gid}"):
-                return self._apply_locked(webhook, delivery_key, gid)
+                return self._apply_locked(webhook, delivery_key, gid, classified)
         except RedisError as exc:
             raise TransientError(f"redis error while applying notification: {exc}") from exc
 
-    def _apply_locked(self, webhook: AlertmanagerWebhook, delivery_key: str, gid: str) -> ApplyResult:
+    def _apply_locked(
+        self,
+        webhook: AlertmanagerWebhook,
+        delivery_key: str,
+        gid: str,
+        classified: tuple[Severity, str] | None,
+    ) -> ApplyResult:
         done_key = self.key("delivery", delivery_key)
         already = self._r.get(done_key)
         if already is not None:
@@ -259,7 +271,7 @@ class IncidentStore:
             webhook,
             now=now,
             new_id=self._next_id,
-            classify=self._classify,
+            classify=(lambda _webhook: classified) if classified is not None else self._classify,
             reopen_window=self.config.reopen_window,
             flapping=flapping,
             maintenance=mark,

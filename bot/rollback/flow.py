@@ -194,11 +194,15 @@ class RollbackFlow:
                     dry_run=dry_run,
                     post=post,
                 )
-            holder = self.requests.get(busy.holder)
             req = self.requests.create(**fields, now=now, claim=False)
+            try:
+                holder = self.requests.get(busy.holder)
+                what = f"{holder.state.value} (requested by {holder.requester})"
+            except PermanentError:  # claimed a moment ago; its record is still being written
+                what = "being requested right now"
             reason = (
-                f"rollback {holder.id} of {req.target} is already {holder.state.value} "
-                f"(requested by {holder.requester}); one rollback per deployment at a time"
+                f"rollback {busy.holder} of {req.target} is already {what}; "
+                "one rollback per deployment at a time"
             )
             return self._refuse(req, "busy", reason, post=post)
         if not dry_run and not self.controls.automation_enabled():
@@ -250,7 +254,7 @@ class RollbackFlow:
         try:
             holder = self.requests.get(holder_id)
         except PermanentError:
-            return True
+            return False  # the claim is set before the record is written: a request in the making
         if holder.state.terminal:
             return True
         if holder.state is State.PREVIEWED and holder.expires_at and self.clock() >= holder.expires_at:

@@ -8,11 +8,15 @@ import sys
 
 import pytest
 
+from tests.conftest import REDIS_BASE
+
 pytestmark = pytest.mark.integration
 
 
 def test_demo_plays_both_incidents_end_to_end() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PAGERDUTY_", "ALERTMANAGER_"))}
+    # database 12: the test session's own worker consumes database 15's queues and must not take the demo's
+    env["REDIS_URL"] = f"{REDIS_BASE}/12"
     r = subprocess.run(
         [sys.executable, "-m", "bot.cli", "demo"],
         env=env,
