@@ -15,37 +15,20 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import redis
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import free_port, start_http
 
 HERE = Path(__file__).resolve().parent
 REDIS_URL = "redis://127.0.0.1:6379/13"
 TOKEN = "bench-token-7f3a9c"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"server did not start: {cmd}\n{proc.stderr.read().decode() if proc.stderr else ''}")
 
 
 def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
@@ -107,7 +90,7 @@ def main() -> int:
     results = {}
 
     port = free_port()
-    base = start(
+    base = start_http(
         [
             py,
             "-m",
@@ -135,7 +118,7 @@ def main() -> int:
         base.wait()
 
     port = free_port()
-    bot = start([py, "-m", "bot.cli", "serve", "--port", str(port)], env, port)
+    bot = start_http([py, "-m", "bot.cli", "serve", "--port", str(port)], env, port)
     try:
         wrk(port, 2, args.connections)
         time.sleep(0.5)

@@ -842,24 +842,7 @@ class Engine:
         result: StepResult,
     ) -> None:
         """Store a step's final result and its timeline entry without moving the cursor."""
-        now = self.clock()
-        record = record or StepRecord(
-            run_id=run.id,
-            step_id=spec.id,
-            index=run.cursor,
-            type=spec.type,
-            phase="done",
-            first_started_at=now,
-        )
-        record = record.model_copy(
-            update={
-                "phase": "done",
-                "status": result.status.value,
-                "finished_at": now,
-                "output": dict(result.output),
-                "summary": result.summary,
-            }
-        )
+        record = _finished(record, run, spec, result, self.clock())
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self._step_key(run, spec.id), record.model_dump_json())
         self._timeline_step(pipe, run, spec, step_type, record, result)
@@ -921,22 +904,9 @@ class Engine:
         if note:
             output.update(note)
         result = result.model_copy(update={"output": output})
-        record = record or StepRecord(
-            run_id=run.id,
-            step_id=spec.id,
-            index=run.cursor,
-            type=spec.type,
-            phase="done",
-            first_started_at=now,
-        )
-        record = record.model_copy(
+        record = _finished(record, run, spec, result, now).model_copy(
             update={
-                "phase": "done",
-                "status": result.status.value,
-                "finished_at": now,
                 "duration_s": round(time.monotonic() - started, 4) if started is not None else None,
-                "output": output,
-                "summary": result.summary,
                 "changed": result.changed,
             }
         )
@@ -1034,6 +1004,24 @@ class Engine:
                 self.sleep(
                     min(advance.recheck_after, 2.0 if advance.status is RunStatus.AWAITING_APPROVAL else 60.0)
                 )
+
+
+def _finished(
+    record: StepRecord | None, run: RunRecord, spec: StepSpec, result: StepResult, now: datetime
+) -> StepRecord:
+    """The step's record marked done with the result (a fresh record when the step never started)."""
+    record = record or StepRecord(
+        run_id=run.id, step_id=spec.id, index=run.cursor, type=spec.type, phase="done", first_started_at=now
+    )
+    return record.model_copy(
+        update={
+            "phase": "done",
+            "status": result.status.value,
+            "finished_at": now,
+            "output": dict(result.output),
+            "summary": result.summary,
+        }
+    )
 
 
 def _output(result: StepResult) -> dict[str, Any]:
