@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.integrations.pagerduty import sign_webhook
+from bot.sandbox.loopback import serve, shutdown
 
 EVENT_SEVERITIES = {"critical", "error", "warning", "info"}
 Reply = tuple[int, Any, dict[str, str]]
@@ -87,32 +88,15 @@ class PagerDutyEmulator:
         ca.cert_pem.write_to_path(str(self.ca_path))
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(context)
-        emulator = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def do_POST(self) -> None:
-                emulator._handle(self)
-
-            def do_PUT(self) -> None:
-                emulator._handle(self)
-
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        threading.Thread(target=self._server.serve_forever, name="pd-emulator", daemon=True).start()
+        self._server = serve(
+            self._handle, host=self.host, name="pd-emulator", methods=("POST", "PUT"), tls=context
+        )
         return self
 
     def stop(self) -> None:
         """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        shutdown(self._server)
+        self._server = None
 
     def __enter__(self) -> PagerDutyEmulator:
         return self.start()

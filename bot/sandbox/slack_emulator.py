@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from bot.sandbox.loopback import serve, shutdown
+
 TEAM_ID = "T0EMULATOR"
 BOT_USER_ID = "UBOTEMU01"
 
@@ -105,37 +107,17 @@ class SlackEmulator:
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> SlackEmulator:
         """Start serving on a free loopback port."""
-        emulator = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Silence the default stderr access log."""
-
-            def do_GET(self) -> None:
-                emulator._handle(self)
-
-            def do_POST(self) -> None:
-                emulator._handle(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="slack-emulator", daemon=True)
-        self._thread.start()
+        self._server = serve(self._handle, host="127.0.0.1", name="slack-emulator", methods=("GET", "POST"))
         return self
 
     def stop(self) -> None:
         """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        shutdown(self._server)
+        self._server = None
 
     def __enter__(self) -> SlackEmulator:
         return self.start()
