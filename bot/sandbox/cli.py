@@ -31,7 +31,11 @@ def add_sandbox_parser(
     up.add_argument("--servers", type=int, default=2, help="emulated vLLM servers (default 2)")
     up.add_argument("--offered-rps", type=float, default=0.0, help="synthetic load on the decode pool")
     up.add_argument(
-        "--tls", action="store_true", help="serve the API over TLS (needed for kubectl with a token)"
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the API over HTTPS with a throwaway CA written into the kubeconfig (default; kubectl "
+        "sends its bearer token only over TLS); --no-tls serves plain HTTP for clients that want it",
     )
     up.add_argument(
         "--scenario", help="play a scenario (a shipped name such as decode-pool-saturated, or a file)"
@@ -66,6 +70,7 @@ def run_sandbox_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
         print(f"sandbox: Kubernetes API at {sandbox.kube.url} (namespace {config.namespace})", file=out)
         print(f"sandbox: kubeconfig {sandbox.kubeconfig}", file=out)
+        print(f"sandbox: try  KUBECONFIG={sandbox.kubeconfig} kubectl get deploy -A", file=out)
         for url in sandbox.vllm_endpoints:
             print(f"sandbox: vLLM server {url} (model {config.model})", file=out)
         print(f"sandbox: environment for the bot in {env_file} (source it)", file=out)

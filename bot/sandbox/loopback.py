@@ -21,6 +21,7 @@ def serve(
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # one small response must not wait for a delayed ACK
 
         def log_message(self, format: str, *args: Any) -> None:
             """Silence the default stderr access log."""

@@ -1,9 +1,10 @@
 """A PagerDuty emulator on loopback HTTPS: Events API v2, change events, REST `PUT /incidents`.
 
-The official client refuses non-https base URLs, so the emulator serves TLS with a throw-away CA made by
-`trustme`; pass `emulator.ca_path` as the client's `verify`. It records every call, can be told to answer
-429 or 5xx, keeps the alert state per dedup_key (a trigger after a resolve opens a new incident, as
-PagerDuty does), and signs v3 webhook deliveries about those incidents for the bot's receiver.
+The official client refuses non-https base URLs, so the emulator serves TLS with a throw-away CA made
+with `cryptography` (bot/sandbox/tls.py); pass `emulator.ca_path` as the client's `verify`. It records
+every call, can be told to answer 429 or 5xx, keeps the alert state per dedup_key (a trigger after a
+resolve opens a new incident, as PagerDuty does), and signs v3 webhook deliveries about those incidents
+for the bot's receiver.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import ssl
 import tempfile
 import threading
 import time
@@ -24,6 +24,7 @@ from typing import Any
 
 from bot.integrations.pagerduty import sign_webhook
 from bot.sandbox.loopback import serve, shutdown
+from bot.sandbox.tls import issue_loopback_certificate
 
 EVENT_SEVERITIES = {"critical", "error", "warning", "info"}
 Reply = tuple[int, Any, dict[str, str]]
@@ -81,15 +82,14 @@ class PagerDutyEmulator:
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> PagerDutyEmulator:
         """Start serving HTTPS on a free port."""
-        import trustme
-
-        ca = trustme.CA()
-        cert = ca.issue_cert(self.host, "localhost")
-        ca.cert_pem.write_to_path(str(self.ca_path))
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(context)
+        certificate = issue_loopback_certificate(self.host)
+        certificate.write_ca(self.ca_path)
         self._server = serve(
-            self._handle, host=self.host, name="pd-emulator", methods=("POST", "PUT"), tls=context
+            self._handle,
+            host=self.host,
+            name="pd-emulator",
+            methods=("POST", "PUT"),
+            tls=certificate.server_context(),
         )
         return self
 

@@ -30,7 +30,7 @@ class SandboxConfig:
     image: str = "vllm/vllm-openai:v0.8.5"
     model: str = "meta-llama/Llama-3.1-8B-Instruct"
     gpus_per_node: int = 8
-    tls: bool = False
+    tls: bool = True  # kubectl sends a bearer token only over TLS
     offered_rps: float = 0.0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from bot.integrations.kube import KubeClient
 from bot.integrations.vllm import HealthState, run_sync
@@ -70,46 +71,57 @@ def test_crashlooping_rollout_makes_the_servers_unhealthy_and_undo_heals_them(sa
     wait_until(lambda: health(sandbox) == {HealthState.OK})
 
 
-def test_sandbox_up_prints_a_kubeconfig_that_kubectl_uses(tmp_path: Path) -> None:
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed on this machine (the google-cloud-cli image ships it)")
+def _sandbox_up(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
+    """Start `incident-bot sandbox up` as a user would; returns the process and what it printed."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "sandbox",
-            "up",
-            "--tls",
-            "--workdir",
-            str(tmp_path),
-            "--duration",
-            "60",
-        ],
+        [sys.executable, "-m", "bot.cli", "sandbox", "up", *flags, f"--workdir={tmp_path}", "--duration=60"],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ.copy(),
     )
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("VLLM_ENDPOINTS="):
+            break
+    return proc, "".join(lines)
+
+
+def test_sandbox_up_prints_a_kubeconfig_that_kubectl_uses_as_printed(tmp_path: Path) -> None:
+    if shutil.which("kubectl") is None:
+        pytest.fail("kubectl (>= 1.27) is not installed: this test drives the sandbox with the real one")
+    proc, text = _sandbox_up(tmp_path)
     try:
-        lines = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("VLLM_ENDPOINTS="):
-                break
-        text = "".join(lines)
+        assert re.search(r"^sandbox: Kubernetes API at https://127\.0\.0\.1:\d+ ", text, re.M), text
         kubeconfig = re.search(r"^KUBECONFIG=(.+)$", text, re.M).group(1)  # type: ignore[union-attr]
         endpoints = re.search(r"^VLLM_ENDPOINTS=(.+)$", text, re.M).group(1).split(",")  # type: ignore[union-attr]
+        config = yaml.safe_load(Path(kubeconfig).read_text())
+        assert config["clusters"][0]["cluster"]["certificate-authority-data"]
+        assert config["users"][0]["user"]["token"]
+        # No flags: the kubeconfig alone carries the server, the CA and the token.
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "KUBECONFIG": kubeconfig}
         out = subprocess.run(
-            ["kubectl", "--kubeconfig", kubeconfig, "-n", "llm-d", "get", "deploy"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-        assert "vllm-decode" in out and "vllm-prefill" in out
+            ["kubectl", "get", "deploy", "-A"], capture_output=True, text=True, timeout=30, env=env
+        )
+        assert out.returncode == 0, out.stderr
+        assert "vllm-decode" in out.stdout and "vllm-prefill" in out.stdout
         assert all(httpx.get(f"{u}/health", timeout=5).status_code == 200 for u in endpoints)
         assert (tmp_path / "sandbox.env").read_text().startswith("export KUBECONFIG=")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_sandbox_up_no_tls_serves_plain_http(tmp_path: Path) -> None:
+    proc, text = _sandbox_up(tmp_path, "--no-tls")
+    try:
+        url = re.search(r"^sandbox: Kubernetes API at (http://\S+) ", text, re.M).group(1)  # type: ignore[union-attr]
+        kubeconfig = re.search(r"^KUBECONFIG=(.+)$", text, re.M).group(1)  # type: ignore[union-attr]
+        cluster = yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]
+        assert cluster == {"server": url}
+        kube = KubeClient.from_kubeconfig(kubeconfig)
+        assert kube.get_deployment("llm-d", "vllm-decode").name == "vllm-decode"
     finally:
         proc.terminate()
         proc.wait(15)
