@@ -248,8 +248,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IncidentBotError as exc:
         print(f"incident-bot: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        # A missing optional piece must not reach a person as a traceback: name what to install.
+        print(f"incident-bot: {missing_module_hint(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def missing_module_hint(exc: ModuleNotFoundError) -> str:
+    """One line naming the package that provides the module that failed to import."""
+    module = (exc.name or str(exc)).split(".")[0]
+    extra = {"vllm": "pip install 'llmd-incident-bot[vllm]'"}.get(module)
+    install = extra or f"pip install {module}  (or reinstall the bot: pip install -e .)"
+    return f"Python module '{module}' is not installed: {install}"
 
 
 if __name__ == "__main__":

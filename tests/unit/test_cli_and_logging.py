@@ -87,3 +87,24 @@ def test_secrets_never_reach_log_output() -> None:
     )
     assert RedactingFilter(["s3cr3t-tok"]).filter(record)
     assert record.getMessage() == "token is ***, again ***"
+
+
+def test_a_missing_module_is_one_line_naming_what_to_install(tmp_path: object) -> None:
+    code = (
+        "import sys; sys.modules['cryptography'] = None; from bot.cli import main; "
+        "sys.exit(main(['sandbox', 'up', '--duration', '0']))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "incident-bot: Python module 'cryptography' is not installed: pip install cryptography  "
+        "(or reinstall the bot: pip install -e .)"
+    ]
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_vllm_names_the_extra() -> None:
+    from bot.cli import missing_module_hint
+
+    hint = missing_module_hint(ModuleNotFoundError("No module named 'vllm.engine'", name="vllm.engine"))
+    assert hint == "Python module 'vllm' is not installed: pip install 'llmd-incident-bot[vllm]'"
