@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import socket
+import ssl
 import subprocess
+import threading
 import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +103,62 @@ def notification(group: int, alerts: int = 5, *, status: str = "firing") -> dict
         "externalURL": "http://alertmanager:9093",
         "alerts": items,
     }
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of values, nearest-rank."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], object]], n: int, *, warmup: int = 20
+) -> dict[str, list[float]]:
+    """Per-call wall times in ms of each of `calls`, taken in turn (a, b, a, b …) so they share conditions."""
+    for _ in range(warmup):  # connections, TLS sessions, caches
+        for call in calls.values():
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(n):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def bare_http_server(
+    body: bytes, *, tls: ssl.SSLContext | None = None, content_type: str = "application/json"
+) -> tuple[ThreadingHTTPServer, str]:
+    """A minimal stdlib HTTP/1.1 server on 127.0.0.1 answering every GET/POST/PUT with `body`.
+
+    The baseline for the loopback emulators: ThreadingHTTPServer, keep-alive, TCP_NODELAY, the body
+    prebuilt, headers and body written the way BaseHTTPRequestHandler does (end_headers, then the body),
+    TLS with `tls`. Returns the server (stop it with ``shutdown()`` + ``server_close()``) and its base URL.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """No access log."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, name="bare-http", daemon=True).start()
+    return server, f"{'https' if tls is not None else 'http'}://127.0.0.1:{server.server_address[1]}"
