@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
 from redis.exceptions import RedisError
 
-from bot import __version__
+from bot import __version__, wiring
 from bot.cli_classify import add_classify_parser, run_classify
 from bot.cli_ops import add_ops_parsers, add_postmortem_parser
 from bot.errors import ConfigError, IncidentBotError
@@ -39,8 +39,7 @@ def redact_url(url: str) -> str:
 
 
 def _store(settings: Settings) -> IncidentStore:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
-    return IncidentStore(client, prefix=settings.key_prefix, dedup_ttl=settings.dedup_ttl_seconds)
+    return wiring.incident_store(settings, wiring.redis_client(settings, "cli"))
 
 
 # --- serve / worker / beat / dev ----------------------------------------------------------------
@@ -60,9 +59,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def worker_app() -> Any:
+    """The workers' Celery app, named by string as `celery -A workers.celery_app` does (bot never imports
+    workers: the tasks depend on bot, not the other way round)."""
+    from kombu.utils.imports import symbol_by_name
+
+    return symbol_by_name(WORKER_APP)  # type: ignore[no-untyped-call]
+
+
+#: Where the Celery app with every task registered lives.
+WORKER_APP = "workers.celery_app:app"
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run a Celery worker."""
-    from workers.celery_app import app
+    app = worker_app()
 
     argv = ["worker", "-Q", args.queues, "--loglevel", settings.log_level, "--pool", args.pool]
     if args.concurrency:
@@ -73,7 +84,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
     """Run Celery beat (the periodic scheduler)."""
-    from workers.celery_app import app
+    app = worker_app()
 
     app.start(["beat", "--loglevel", settings.log_level, "--schedule", args.schedule_file])
     return 0
@@ -84,9 +95,10 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from bot.runtime import embedded_worker
+    from bot.tasknames import ALL_QUEUES
     from bot.web.app import create_app
-    from workers.celery_app import ALL_QUEUES, app
 
+    app = worker_app()
     web = create_app(settings)
     host, port = args.host or settings.host, args.port or settings.port
     with embedded_worker(app, queues=ALL_QUEUES, pool="threads", concurrency=8, loglevel=settings.log_level):

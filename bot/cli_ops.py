@@ -9,6 +9,7 @@ import pwd
 
 import redis
 
+from bot import wiring
 from bot.controls import AutomationSwitch, MaintenanceWindows, Window
 from bot.errors import PermanentError
 from bot.incidents.postmortem import render_postmortem
@@ -19,11 +20,11 @@ from bot.severity import parse_duration
 
 
 def _redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+    return wiring.redis_client(settings, "cli")
 
 
 def _store(settings: Settings) -> IncidentStore:
-    return IncidentStore(_redis(settings), prefix=settings.key_prefix, dedup_ttl=settings.dedup_ttl_seconds)
+    return wiring.incident_store(settings, _redis(settings))
 
 
 def _me() -> str:

@@ -10,8 +10,9 @@ import logging
 import threading
 from typing import Any
 
+from bot import tasknames
 from bot.errors import TransientError
-from bot.rollback.flow import TASK_CHANGE_EVENT, TASK_EXECUTE, TASK_REQUEST, RollbackFlow
+from bot.rollback.flow import RollbackFlow
 from bot.settings import get_settings
 from workers.celery_app import app
 
@@ -35,7 +36,7 @@ def flow() -> RollbackFlow:
     global _flow
     with _lock:
         if _flow is None:
-            from bot.rollback.runtime import build_flow
+            from bot.wiring import build_flow
 
             _flow = build_flow(get_settings())
         return _flow
@@ -48,7 +49,7 @@ def use_flow(value: RollbackFlow | None) -> None:
         _flow = value
 
 
-@app.task(name=TASK_REQUEST, **_RETRY)  # type: ignore[untyped-decorator]
+@app.task(name=tasknames.ROLLBACK_REQUEST, **_RETRY)  # type: ignore[untyped-decorator]
 def rollback_request(
     self: Any,
     namespace: str,
@@ -66,7 +67,7 @@ def rollback_request(
     return req.state.value
 
 
-@app.task(name=TASK_EXECUTE, **_RETRY)  # type: ignore[untyped-decorator]
+@app.task(name=tasknames.ROLLBACK_EXECUTE, **_RETRY)  # type: ignore[untyped-decorator]
 def rollback_execute(self: Any, request_id: str) -> str:
     """Execute an approved rollback: undo under the Deployment's lock, wait, verify, announce."""
     req = flow().execute(request_id)
@@ -74,7 +75,7 @@ def rollback_execute(self: Any, request_id: str) -> str:
     return req.state.value
 
 
-@app.task(name=TASK_CHANGE_EVENT, **_RETRY)  # type: ignore[untyped-decorator]
+@app.task(name=tasknames.ROLLBACK_CHANGE_EVENT, **_RETRY)  # type: ignore[untyped-decorator]
 def rollback_change_event(self: Any, request_id: str) -> bool:
     """Tell PagerDuty about a finished rollback (a change event); retried on 429/5xx."""
     return flow().change_event(request_id)

@@ -21,19 +21,18 @@ from typing import Any
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
+from bot import tasknames
 from bot.errors import ConfigError, TransientError
-from bot.fanout import change_notifications, fanout_settings
+from bot.fanout import fanout_settings
 from bot.runbook.engine import Advance, Engine, RunStatus
-from bot.runbook.factory import build_engine
 from bot.runbook.plan import MissingParameter, incident_label_sets, select
 from bot.settings import get_settings
-from workers.celery_app import QUEUE_RUNBOOKS, app
+from bot.tasknames import QUEUE_RUNBOOKS, change_notifications
+from bot.wiring import build_engine
+from workers.celery_app import app
 
 log = logging.getLogger("incident_bot.worker.runbook")
 
-TASK_RUN = "workers.tasks.runbook.run"
-TASK_STEP = "workers.tasks.runbook.step"
-TASK_APPROVAL = "workers.tasks.runbook.approval_decision"
 
 _RETRY: dict[str, Any] = {
     "bind": True,
@@ -53,7 +52,7 @@ def engine() -> Engine:
 
 def _send_step(run_id: str, index: int, countdown: float | None = None) -> None:
     app.send_task(
-        TASK_STEP,
+        tasknames.RUNBOOK_STEP,
         args=(run_id, index),
         queue=QUEUE_RUNBOOKS,
         routing_key=QUEUE_RUNBOOKS,
@@ -81,7 +80,7 @@ def announce(incident_id: str, event: str) -> None:
         raise TransientError(f"could not queue the notifications: {exc}") from exc
 
 
-@app.task(name=TASK_RUN, **_RETRY)  # type: ignore[untyped-decorator]
+@app.task(name=tasknames.RUNBOOK_RUN, **_RETRY)  # type: ignore[untyped-decorator]
 def run(
     self: Any,
     incident_id: str,
@@ -121,7 +120,7 @@ def _start(
     return record.id
 
 
-@app.task(name=TASK_STEP, **_RETRY)  # type: ignore[untyped-decorator]
+@app.task(name=tasknames.RUNBOOK_STEP, **_RETRY)  # type: ignore[untyped-decorator]
 def step(self: Any, run_id: str, index: int) -> str:
     """Execute step *index* of the run (no-op when it is not the run's current step)."""
     eng = engine()
@@ -135,7 +134,7 @@ def step(self: Any, run_id: str, index: int) -> str:
 _DECISIONS = {"approve": "approve", "approved": "approve", "yes": "approve", "deny": "deny", "denied": "deny"}
 
 
-@app.task(name=TASK_APPROVAL, **_RETRY)  # type: ignore[untyped-decorator]
+@app.task(name=tasknames.APPROVAL_DECISION, **_RETRY)  # type: ignore[untyped-decorator]
 def approval_decision(self: Any, incident_id: str, step_key: str, decision: str, actor: str) -> str:
     """Record a person's approve/deny of a paused step and resume the run."""
     eng = engine()
@@ -161,7 +160,7 @@ def start_matching_runbooks(incident_id: str) -> list[str]:
     chosen = select(eng.runbooks.values(), incident_label_sets(incident), incident.severity)
     for selection in chosen:
         app.send_task(
-            TASK_RUN,
+            tasknames.RUNBOOK_RUN,
             kwargs={
                 "incident_id": incident_id,
                 "runbook": selection.runbook.name,

@@ -9,10 +9,11 @@ from typing import Any
 
 from celery import Task
 
+from bot import tasknames
 from bot.errors import IncidentBotError, PermanentError, TransientError
 from bot.settings import get_settings
-from bot.slack import tasknames
-from bot.slack.runtime import SlackRuntime, build_runtime
+from bot.slack.runtime import SlackRuntime
+from bot.wiring import build_runtime
 from workers.celery_app import app
 
 log = logging.getLogger("incident_bot.worker.slack")

@@ -5,20 +5,19 @@ from __future__ import annotations
 import functools
 import logging
 
-import redis
 from celery import Task
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
+from bot import wiring
 from bot.errors import TransientError
-from bot.fanout import change_notifications, fanout_settings
-from bot.incidents.intake import Classifier, Outcome, policy_classifier
+from bot.fanout import fanout_settings
+from bot.incidents.intake import Outcome
 from bot.incidents.store import IncidentStore
-from bot.integrations.prometheus import PrometheusClient
 from bot.models import AlertmanagerWebhook
-from bot.settings import Settings, get_settings
-from bot.severity import load_policy
-from workers.celery_app import TASK_PROCESS_ALERT_GROUP, app
+from bot.settings import get_settings
+from bot.tasknames import PROCESS_ALERT_GROUP, change_notifications
+from workers.celery_app import app
 
 log = logging.getLogger("incident_bot.worker")
 
@@ -30,23 +29,13 @@ _NOTIFY_OUTCOMES = frozenset({"created", "updated", "resolved", "reopened", "dup
 def incident_store() -> IncidentStore:
     """The worker process's incident store."""
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    return IncidentStore(
-        client,
-        prefix=settings.key_prefix,
-        dedup_ttl=settings.dedup_ttl_seconds,
-        classify=classifier(settings),
+    return wiring.incident_store(
+        settings, wiring.redis_client(settings, "worker"), classify=wiring.classifier(settings)
     )
 
 
-def classifier(settings: Settings) -> Classifier:
-    """The severity policy, with live signals from Prometheus when PROMETHEUS_URL is set."""
-    source = PrometheusClient.from_settings(settings) if settings.prometheus_url else None
-    return policy_classifier(load_policy(settings.severity_policy), source)
-
-
 @app.task(  # type: ignore[untyped-decorator]
-    name=TASK_PROCESS_ALERT_GROUP,
+    name=PROCESS_ALERT_GROUP,
     bind=True,
     autoretry_for=(TransientError,),
     retry_backoff=True,

@@ -6,14 +6,15 @@ import logging
 from collections import Counter
 from datetime import datetime
 
-from bot.fanout import change_notifications, fanout_settings
-from workers.celery_app import TASK_TIMERS_TICK, app
+from bot.fanout import fanout_settings
+from bot.tasknames import TIMERS_TICK, change_notifications
+from workers.celery_app import app
 from workers.tasks import incident_store
 
 log = logging.getLogger("incident_bot.worker")
 
 
-@app.task(name=TASK_TIMERS_TICK)  # type: ignore[untyped-decorator]
+@app.task(name=TIMERS_TICK)  # type: ignore[untyped-decorator]
 def tick(now: str | None = None) -> dict[str, int]:
     """Claim the due timers (each goes to exactly one tick) and fire them; returns outcome counts.
 

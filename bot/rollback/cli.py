@@ -55,7 +55,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings, *, kube: KubeClie
             "incident-bot: rollbacks are approved in Slack, which is not configured; use --dry-run to preview"
         )
         return 2
-    from bot.rollback.runtime import build_flow
+    from bot.wiring import build_flow
 
     flow = build_flow(settings, kube=kube)
     actor = f"cli:{getpass.getuser()}"

@@ -28,10 +28,11 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
+from bot import tasknames
 from bot.controls import AutomationControls, Controls
 from bot.errors import IncidentBotError, PermanentError
 from bot.incidents.store import IncidentStore
@@ -57,13 +58,11 @@ from bot.slack.render import (
     SlackRenderer,
     actor_mention,
 )
+from bot.tasknames import TaskSender
 
 log = logging.getLogger("incident_bot.rollback")
 
 #: Celery task names (routing: workers.tasks.runbook.* -> runbooks, workers.tasks.notify.* -> notifications).
-TASK_REQUEST = "workers.tasks.runbook.rollback_request"
-TASK_EXECUTE = "workers.tasks.runbook.rollback_execute"
-TASK_CHANGE_EVENT = "workers.tasks.notify.rollback_change_event"
 #: The runbook step type whose cooldown a manual rollback starts.
 UNDO_ACTION = "k8s.rollout_undo"
 STATE_EMOJI = {
@@ -76,20 +75,6 @@ STATE_EMOJI = {
     State.EXPIRED: ":alarm_clock:",
     State.REFUSED: ":no_entry:",
 }
-
-
-class TaskSender(Protocol):
-    """Sends a Celery task by name (bot.slack.service.TaskSender has this shape)."""
-
-    def send(
-        self,
-        name: str,
-        *,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-        countdown: float | None = None,
-    ) -> str:
-        """Enqueue the task; returns its id."""
 
 
 def _now() -> datetime:
@@ -347,7 +332,7 @@ class RollbackFlow:
             self._timeline(
                 req, "rollback_approved", f"Rollback {req.id} of {req.target} approved by {actor}."
             )
-            self.sender.send(TASK_EXECUTE, args=(req.id,))
+            self.sender.send(tasknames.ROLLBACK_EXECUTE, args=(req.id,))
             return "accepted", f":white_check_mark: Rollback {req.id} approved; rolling back {req.target}."
         self._timeline(req, "rollback_cancelled", f"Rollback {req.id} of {req.target} cancelled by {actor}.")
         self._audit(req, "cancelled", req.reason)
@@ -561,7 +546,7 @@ class RollbackFlow:
                 )
             self._audit(req, req.state.value, req.reason)
             if self.settings.pagerduty_configured or self._pagerduty is not None:
-                self.sender.send(TASK_CHANGE_EVENT, args=(req.id,))
+                self.sender.send(tasknames.ROLLBACK_CHANGE_EVENT, args=(req.id,))
             self._post_result_message(req)
         self._update_request_message(req)
 
@@ -634,7 +619,7 @@ class RollbackFlow:
             data["approved_by"] = req.approved_by
         self.store.append_timeline(req.incident_id, kind, message, data)
         if self.settings.slack_configured:
-            from bot.fanout import change_notifications
+            from bot.tasknames import change_notifications
 
             for name, args in change_notifications(self.settings, req.incident_id, f"rollback:{req.id}"):
                 self.sender.send(name, args=args)

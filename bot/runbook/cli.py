@@ -135,7 +135,7 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Run a runbook inline against the configured cluster and print its story."""
     from bot.runbook.engine import RunStatus
-    from bot.runbook.factory import build_engine
+    from bot.wiring import build_engine
 
     overrides: dict[str, Any] = {}
     for item in args.param:
@@ -158,7 +158,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     """Approve or deny a paused step; the run resumes in a worker (or the `runbook run` process)."""
-    from bot.runbook.factory import build_engine
+    from bot.wiring import build_engine
 
     engine = build_engine(settings)
     decision = engine.decide(args.incident.upper(), args.step, args.decision, args.actor)
@@ -166,20 +166,16 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     if not decision.accepted:
         return EXIT_FAILED
     if not args.no_enqueue and decision.run_id is not None and decision.index is not None:
-        from workers.celery_app import QUEUE_RUNBOOKS, make_celery
+        from bot import tasknames
+        from bot.wiring import CeleryTaskSender
 
-        make_celery(settings, with_tasks=False).send_task(
-            "workers.tasks.runbook.step",
-            args=(decision.run_id, decision.index),
-            queue=QUEUE_RUNBOOKS,
-            routing_key=QUEUE_RUNBOOKS,
-        )
+        CeleryTaskSender(settings).send(tasknames.RUNBOOK_STEP, args=(decision.run_id, decision.index))
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the incident's runs and their steps."""
-    from bot.runbook.factory import build_engine
+    from bot.wiring import build_engine
 
     engine = build_engine(settings)
     runs = engine.runs_of(args.incident.upper())

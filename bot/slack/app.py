@@ -33,9 +33,9 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import tasknames
 from bot.errors import BrokerUnavailable
 from bot.settings import Settings
-from bot.slack import tasknames
 from bot.slack.audit import AuditLog
 from bot.slack.commands import USAGE, UsageError, parse
 from bot.slack.mrkdwn import escape
@@ -50,7 +50,7 @@ from bot.slack.render import (
     ACTION_RUN_RUNBOOK,
     LINK_ACTION_PREFIX,
 )
-from bot.slack.service import TaskSender
+from bot.tasknames import TaskSender
 from bot.web.app import BodyTooLarge, read_limited_body
 
 log = logging.getLogger("incident_bot.slack.web")
@@ -210,7 +210,7 @@ def mount_slack(
 ) -> AsyncApp:
     """Add `POST /slack/events` (slash commands, interactivity and events) to the web app."""
     from bot.incidents.store import IncidentStore
-    from bot.slack.runtime import CeleryTaskSender
+    from bot.wiring import CeleryTaskSender
 
     store = IncidentStore(redis_client, prefix=settings.key_prefix)
     audit = AuditLog(redis_client, store.key("audit"))

@@ -4,7 +4,7 @@ The web side only verifies, parses and queues (Slack wants an answer within 3 s)
 to Slack or changes state happens here, in a Celery task. Collaborators that other issues build are
 Protocols with honest "not configured" defaults: `TierStatusSource` (vLLM adapter), `AutomationControl`
 (kill switch), `MaintenanceWindows` (maintenance store). Runbooks, rollbacks and approval decisions are
-sent as Celery tasks by name (bot/slack/tasknames.py) for the runbook engine.
+sent as Celery tasks by name (bot/tasknames.py) for the runbook engine.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any, Protocol
 
 import redis
 
+from bot import tasknames
 from bot.errors import PermanentError
 from bot.incidents.commands import IncidentCommands
 from bot.incidents.store import IncidentStore
 from bot.integrations.slack import SlackWeb
 from bot.models import Incident, Severity
-from bot.slack import tasknames
 from bot.slack.audit import AuditLog
 from bot.slack.authz import Authorizer
 from bot.slack.commands import USAGE, Command, Role, UsageError, incident_id, parse
@@ -41,6 +41,7 @@ from bot.slack.render import (
     STATUS_LABEL,
     SlackRenderer,
 )
+from bot.tasknames import TaskSender
 
 log = logging.getLogger("incident_bot.slack.service")
 
@@ -171,20 +172,6 @@ class NoRollbacks:
     def decide(self, request_id: str, user_id: str, approve: bool, *, team_id: str = "") -> tuple[str, str]:
         """Raise NotConfigured."""
         raise NotConfigured("the rollback flow is not wired into this deployment")
-
-
-class TaskSender(Protocol):
-    """Sends a Celery task by name (the receiving code may live in another issue's module)."""
-
-    def send(
-        self,
-        name: str,
-        *,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-        countdown: float | None = None,
-    ) -> str:
-        """Enqueue the task; returns its id. Raises BrokerUnavailable when the broker refuses."""
 
 
 # --- replies --------------------------------------------------------------------------------------

@@ -15,20 +15,18 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from bot import __version__
+from bot import __version__, wiring
 from bot.errors import BrokerUnavailable, ConfigError
-from bot.fanout import PAGERDUTY_WEBHOOK
-from bot.incidents.store import IncidentStore
 from bot.integrations.pagerduty import verify_webhook
 from bot.models import AlertmanagerWebhook
 from bot.settings import Settings
+from bot.tasknames import PAGERDUTY_WEBHOOK, QUEUE_NOTIFICATIONS
 from bot.web.auth import alertmanager_authorized
 from bot.web.metrics import StoreCollector, WebMetrics
 from bot.web.publisher import Publisher, RedisPublisher
-from workers.celery_app import QUEUE_NOTIFICATIONS
 
 if TYPE_CHECKING:
-    from bot.slack.service import TaskSender
+    from bot.tasknames import TaskSender
 
 log = logging.getLogger("incident_bot.web")
 
@@ -76,15 +74,11 @@ def create_app(
             "no Alertmanager credentials: set ALERTMANAGER_TOKEN (or ALERTMANAGER_USERNAME and "
             "ALERTMANAGER_PASSWORD); ALERTMANAGER_ALLOW_ANONYMOUS=true waives this for local tests only"
         )
-    client = redis_client or redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.enqueue_timeout_seconds,
-        socket_connect_timeout=settings.enqueue_timeout_seconds,
-    )
-    store = IncidentStore(client, prefix=settings.key_prefix, dedup_ttl=settings.dedup_ttl_seconds)
+    client = redis_client or wiring.redis_client(settings, "web")
+    store = wiring.incident_store(settings, client)
     pub = publisher or RedisPublisher(settings)
     metrics = WebMetrics()
-    broker = redis.Redis.from_url(settings.effective_broker_url, socket_timeout=2, socket_connect_timeout=2)
+    broker = wiring.redis_client(settings, "metrics", url=settings.effective_broker_url)
     metrics.registry.register(StoreCollector(store, broker))
 
     app = FastAPI(

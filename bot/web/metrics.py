@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from bot.incidents.store import IncidentStore
 from bot.models import Severity
-from workers.celery_app import ALL_QUEUES
+from bot.tasknames import ALL_QUEUES
 
 
 class WebMetrics:

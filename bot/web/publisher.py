@@ -17,12 +17,13 @@ import socket
 import uuid
 from typing import Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bot import wiring
 from bot.errors import BrokerUnavailable
 from bot.settings import Settings
-from workers.celery_app import QUEUE_ALERTS, TASK_PROCESS_ALERT_GROUP
+from bot.tasknames import PROCESS_ALERT_GROUP as TASK_PROCESS_ALERT_GROUP
+from bot.tasknames import QUEUE_ALERTS
 
 _EMBED = b'{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
 
@@ -78,21 +79,13 @@ class RedisPublisher:
     """Publishes task messages (Alertmanager and PagerDuty webhooks) to queues on the Redis broker."""
 
     def __init__(self, settings: Settings) -> None:
-        self._redis = aioredis.Redis.from_url(
-            settings.effective_broker_url,
-            socket_timeout=settings.enqueue_timeout_seconds,
-            socket_connect_timeout=settings.enqueue_timeout_seconds,
-        )
+        self._redis = wiring.async_redis_client(settings, "web", url=settings.effective_broker_url)
         self._script = self._redis.register_script(_PUBLISH_IF_NEW)
         # the marker check and the push share one script only when state and broker are one database
         self._state = (
             None
             if settings.redis_url == settings.effective_broker_url
-            else aioredis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=settings.enqueue_timeout_seconds,
-                socket_connect_timeout=settings.enqueue_timeout_seconds,
-            )
+            else wiring.async_redis_client(settings, "web")
         )
         self._prefix = settings.key_prefix
         self._origin = f"incident-bot-web@{socket.gethostname()}:{os.getpid()}"

@@ -37,19 +37,18 @@ from pydantic import SecretStr
 import workers.pagerduty_tasks
 import workers.runbook_tasks as runbook_tasks
 import workers.slack_tasks
-from bot import fanout
+from bot import fanout, wiring
 from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus
 from bot.runbook.engine import Engine, RunStatus
-from bot.runbook.factory import build_engine
 from bot.runtime import serve_in_thread
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox, SandboxConfig
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.sandbox.traffic import BackgroundTraffic, TrafficPlan
 from bot.settings import Settings
-from bot.slack.runtime import CeleryTaskSender, build_runtime
 from bot.web.app import create_app
+from bot.wiring import CeleryTaskSender, build_engine, build_runtime
 from tests.support.fixtures import worker_idle
 from tests.support.prometheus import PrometheusProcess, require_binary, run_prometheus
 from tests.support.prometheus import wait_until as poll
@@ -194,7 +193,7 @@ def loop(
     workers.slack_tasks.use_runtime(
         build_runtime(gameday_settings, sender=CeleryTaskSender(gameday_settings))
     )
-    workers.pagerduty_tasks.use_sync(workers.pagerduty_tasks.build_sync(gameday_settings, store))
+    workers.pagerduty_tasks.use_sync(wiring.build_sync(gameday_settings, store))
     fanout.use_settings(gameday_settings)
     try:
         with serve_in_thread(create_app(gameday_settings)) as bot_url:

@@ -11,10 +11,12 @@ from fastapi.testclient import TestClient
 from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook, IncidentStatus
 from bot.settings import Settings
+from bot.tasknames import PROCESS_ALERT_GROUP as TASK_PROCESS_ALERT_GROUP
+from bot.tasknames import QUEUE_ALERTS
 from bot.web.app import create_app
 from tests.support.fixtures import wait_until
 from tests.support.payloads import alert, notification
-from workers.celery_app import QUEUE_ALERTS, TASK_PROCESS_ALERT_GROUP, app
+from workers.celery_app import app
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": "Bearer test-token-0123456789"}

@@ -99,9 +99,12 @@ def test_truncated_group_is_recorded(bot_url: str, settings: Settings, store: In
     am = start_alertmanager(bot_url, settings.alertmanager_token.get_secret_value(), max_alerts=2)  # type: ignore[union-attr]
     try:
         am.post_alerts([am_alert("KVCacheEvictions", f"vllm-decode-{i}") for i in range(5)])
-        incident = wait_until(lambda: store.recent(), timeout=30)[0]  # type: ignore[index]
+        # Under load Alertmanager may flush the group before all five are in it; the next notification
+        # (group_interval) then carries the whole group, truncated.
+        incident = wait_until(
+            lambda: next((i for i in store.recent() if i.truncated_alerts == 3), None), timeout=30
+        )
         assert len(incident.alerts) == 2
-        assert incident.truncated_alerts == 3
     finally:
         am.cleanup()
 

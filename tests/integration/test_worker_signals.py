@@ -8,9 +8,9 @@ import pytest
 
 from bot.models import AlertmanagerWebhook
 from bot.settings import Settings
+from bot.wiring import classifier
 from tests.support.payloads import alert, notification
 from tests.support.prometheus import run_prometheus
-from workers.tasks import classifier
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import redis
 
 import workers.pagerduty_tasks
 import workers.slack_tasks
-from bot import fanout
+from bot import fanout, wiring
 from bot.incidents.store import IncidentStore
 from bot.settings import Settings
-from bot.slack.runtime import CeleryTaskSender, build_runtime
+from bot.wiring import CeleryTaskSender, build_runtime
 from tests.support.fixtures import ALICE, SECRET_NEW, SECRET_OLD  # noqa: F401 - re-exported for the tests
 from tests.support.slack import RecordingSender
 
@@ -33,7 +33,7 @@ def wired_worker(
 ) -> Iterator[None]:
     """The real Celery worker, with Slack and PagerDuty built from pd_settings."""
     workers.slack_tasks.use_runtime(build_runtime(pd_settings, sender=sender))
-    workers.pagerduty_tasks.use_sync(workers.pagerduty_tasks.build_sync(pd_settings, store))
+    workers.pagerduty_tasks.use_sync(wiring.build_sync(pd_settings, store))
     fanout.use_settings(pd_settings)
     yield
     fanout.use_settings(None)

@@ -226,7 +226,8 @@ def test_unacknowledged_p0_escalates_once_into_the_slack_thread_and_an_ack_stops
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from workers.celery_app import TASK_TIMERS_TICK, app
+    from bot.tasknames import TIMERS_TICK as TASK_TIMERS_TICK
+    from workers.celery_app import app
 
     incident_id = open_p0(client, store, pd)
     later = (datetime.now(UTC) + timedelta(minutes=16)).isoformat()  # P0 escalates after 15 min

@@ -11,10 +11,10 @@ import redis
 
 from bot.integrations.kube import KubeClient
 from bot.rollback.flow import RollbackFlow
-from bot.rollback.runtime import build_flow
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox, SandboxConfig
 from bot.settings import Settings
+from bot.wiring import build_flow
 from tests.runbook.conftest import FastClock
 from tests.support.fixtures import wait_until
 from tests.support.slack import RecordingSender

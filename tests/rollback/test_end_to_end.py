@@ -22,17 +22,16 @@ from pydantic import SecretStr
 import workers.pagerduty_tasks
 import workers.rollback_tasks
 import workers.slack_tasks
-from bot import fanout
+from bot import fanout, wiring
 from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
-from bot.rollback.runtime import build_flow
 from bot.sandbox.cluster import vllm_deployment
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
-from bot.slack.runtime import CeleryTaskSender, build_runtime
 from bot.web.app import create_app
+from bot.wiring import CeleryTaskSender, build_flow, build_runtime
 from tests.rollback.conftest import BAD, GOOD, NS, PLAIN_SECRET, roll_out
 from tests.slack.helpers import open_incident
 from tests.support.fixtures import wait_until
@@ -69,7 +68,7 @@ def client(
     flow = build_flow(e2e_settings, client=redis_client, sender=sender, kube=kube)
     workers.rollback_tasks.use_flow(flow)
     workers.slack_tasks.use_runtime(build_runtime(e2e_settings, sender=sender, rollbacks=flow))
-    workers.pagerduty_tasks.use_sync(workers.pagerduty_tasks.build_sync(e2e_settings, store))
+    workers.pagerduty_tasks.use_sync(wiring.build_sync(e2e_settings, store))
     fanout.use_settings(e2e_settings)
     with TestClient(create_app(e2e_settings, slack_sender=sender)) as c:
         yield c
@@ -177,7 +176,8 @@ def test_bad_rollout_rolled_back_from_slack(
     wait_until(
         lambda: any("verified" in m.text for m in emulator.channel_messages(HIGH, top_level_only=True))
     )
-    assert "VERIFIED" in emulator.messages[(HIGH, message.ts)].text.upper()  # type: ignore[attr-defined]
+    # the preview's update is its own Slack call: it may land after the outcome message
+    wait_until(lambda: "VERIFIED" in emulator.messages[(HIGH, message.ts)].text.upper())  # type: ignore[attr-defined]
     root = wait_until(
         lambda: next(
             (

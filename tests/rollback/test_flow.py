@@ -12,12 +12,13 @@ import redis
 from bot.controls import AutomationSwitch
 from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
-from bot.rollback.flow import TASK_EXECUTE, RollbackFlow
+from bot.rollback.flow import RollbackFlow
 from bot.rollback.state import State
 from bot.runbook.guards import Guards
 from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
+from bot.tasknames import ROLLBACK_EXECUTE as TASK_EXECUTE
 from tests.rollback.conftest import (
     APPROVER_2,
     BAD,

@@ -7,6 +7,7 @@ import json
 import pytest
 import redis
 
+from bot import tasknames
 from bot.controls import AutomationControls
 from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
@@ -16,9 +17,8 @@ from bot.runbook.services import Services
 from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
-from bot.slack import tasknames
 from bot.slack.render import ACTION_ROLLBACK_SUGGESTED
-from bot.slack.runtime import build_runtime
+from bot.wiring import build_runtime
 from tests.rollback.conftest import NS, roll_out
 from tests.runbook.conftest import FastClock, open_incident
 from tests.support.slack import APPROVER, RESPONDER, RecordingSender

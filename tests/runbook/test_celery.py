@@ -8,7 +8,7 @@ import pytest
 
 import workers.runbook_tasks as runbook_tasks
 import workers.slack_tasks
-from bot import fanout
+from bot import fanout, tasknames, wiring
 from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
 from bot.runbook.engine import RunStatus
@@ -17,11 +17,13 @@ from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
-from bot.slack.runtime import CeleryTaskSender, build_runtime
+from bot.tasknames import PROCESS_ALERT_GROUP as TASK_PROCESS_ALERT_GROUP
+from bot.tasknames import QUEUE_ALERTS, QUEUE_RUNBOOKS
+from bot.wiring import CeleryTaskSender, build_runtime
 from tests.runbook.conftest import EngineFactory, open_incident
 from tests.support.fixtures import wait_until, worker_idle
 from tests.support.payloads import alert, notification
-from workers.celery_app import QUEUE_ALERTS, QUEUE_RUNBOOKS, TASK_PROCESS_ALERT_GROUP, app
+from workers.celery_app import app
 
 pytestmark = pytest.mark.integration
 SCALE_PATH = r"/apis/apps/v1/namespaces/llm-d/deployments/vllm-decode/scale"
@@ -63,14 +65,14 @@ def test_approval_pauses_the_run_and_the_decision_resumes_it(
     monkeypatch.setattr(runbook_tasks, "engine", lambda: engine)
     incident = open_incident(store, "TestAlert")
     sandbox.kube.clear_requests()
-    send(runbook_tasks.TASK_RUN, incident.id, "gated", request_id="req-1")
-    send(runbook_tasks.TASK_RUN, incident.id, "gated", request_id="req-1")  # a redelivery: same run
+    send(tasknames.RUNBOOK_RUN, incident.id, "gated", request_id="req-1")
+    send(tasknames.RUNBOOK_RUN, incident.id, "gated", request_id="req-1")  # a redelivery: same run
     wait_until(lambda: [r.status for r in engine.runs_of(incident.id)] == [RunStatus.AWAITING_APPROVAL])
     request = next(t for t in store.timeline(incident.id) if t.kind == "approval_requested")
     assert request.data["step_key"] == f"{incident.id}-R1:ok_to_scale"
     assert sandbox.kube.count("PATCH", SCALE_PATH, mutating=True) == 0
 
-    send(runbook_tasks.TASK_APPROVAL, incident.id, request.data["step_key"], decision, "U123 (bob)")
+    send(tasknames.APPROVAL_DECISION, incident.id, request.data["step_key"], decision, "U123 (bob)")
     run = wait_until(lambda: next((r for r in engine.runs_of(incident.id) if r.status.terminal), None))
     assert len(engine.runs_of(incident.id)) == 1
     steps = [t for t in store.timeline(incident.id) if t.kind == "runbook_step"]
@@ -134,13 +136,13 @@ def test_a_real_change_sends_one_pagerduty_change_event_naming_the_approver(
     engine = make_engine(runbooks={"gated": GATED})
     monkeypatch.setattr(runbook_tasks, "engine", lambda: engine)
     monkeypatch.setattr(fanout, "_override", pd_settings.model_copy(update={"slack_bot_token": None}))
-    pagerduty_tasks.use_sync(pagerduty_tasks.build_sync(pd_settings, store))
+    pagerduty_tasks.use_sync(wiring.build_sync(pd_settings, store))
     try:
         incident = open_incident(store, "TestAlert")
-        send(runbook_tasks.TASK_RUN, incident.id, "gated", request_id="req-pd")
+        send(tasknames.RUNBOOK_RUN, incident.id, "gated", request_id="req-pd")
         wait_until(lambda: [r.status for r in engine.runs_of(incident.id)] == [RunStatus.AWAITING_APPROVAL])
         request = next(t for t in store.timeline(incident.id) if t.kind == "approval_requested")
-        send(runbook_tasks.TASK_APPROVAL, incident.id, request.data["step_key"], "approve", "slack:UAPPR0001")
+        send(tasknames.APPROVAL_DECISION, incident.id, request.data["step_key"], "approve", "slack:UAPPR0001")
         wait_until(lambda: pd.calls_to("/v2/change/enqueue", ok=True))
         wait_until(lambda: worker_idle(celery_worker, store.redis_client))
         changes = pd.calls_to("/v2/change/enqueue", ok=True)
@@ -169,7 +171,7 @@ def test_a_runs_timeline_reaches_slack_while_it_runs(
     fanout.use_settings(slack_settings)
     try:
         incident = open_incident(store, "TestAlert")  # straight into the store: nothing told Slack
-        send(runbook_tasks.TASK_RUN, incident.id, "gated", request_id="req-slack")
+        send(tasknames.RUNBOOK_RUN, incident.id, "gated", request_id="req-slack")
         wait_until(lambda: [r.status for r in engine.runs_of(incident.id)] == [RunStatus.AWAITING_APPROVAL])
 
         def thread() -> list[str]:

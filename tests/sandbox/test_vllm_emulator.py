@@ -9,13 +9,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.sandbox.vllm_cli import main
 from bot.sandbox.vllm_emulator import (
     EmulatorConfig,
     EmulatorControls,
     ReplicaCount,
     VLLMEmulator,
     compute_load,
-    main,
     start_emulators,
 )
 

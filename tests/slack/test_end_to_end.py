@@ -10,14 +10,14 @@ from fastapi.testclient import TestClient
 
 import workers.slack_tasks
 import workers.tasks
-from bot import fanout
+from bot import fanout, tasknames
 from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
-from bot.slack import tasknames
-from bot.slack.runtime import CeleryTaskSender, SlackRuntime, build_runtime
+from bot.slack.runtime import SlackRuntime
 from bot.web.app import create_app
+from bot.wiring import CeleryTaskSender, build_runtime
 from tests.slack.helpers import open_incident
 from tests.support.fixtures import wait_until
 from tests.support.payloads import notification

@@ -13,11 +13,11 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
+from bot import tasknames
 from bot.sandbox.slack_emulator import SlackEmulator
 from bot.settings import Settings
-from bot.slack import tasknames
-from bot.slack.runtime import CeleryTaskSender
 from bot.web.app import create_app
+from bot.wiring import CeleryTaskSender
 from tests.support.slack import RESPONDER, TEAM, RecordingSender, action_body, command_body, event_body, sign
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -7,13 +7,14 @@ import time
 import pytest
 import redis
 
+from bot import tasknames
 from bot.errors import PermanentError, TransientError
 from bot.incidents.store import IncidentStore
 from bot.models import Severity
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
-from bot.slack import tasknames
-from bot.slack.runtime import SlackRuntime, build_runtime
+from bot.slack.runtime import SlackRuntime
+from bot.wiring import build_runtime
 from tests.slack.helpers import open_incident
 from tests.support.slack import RESPONDER, RecordingSender
 

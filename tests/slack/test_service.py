@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 import redis
 
+from bot import tasknames
 from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus, Severity
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
-from bot.slack import tasknames
 from bot.slack.audit import AuditLog
-from bot.slack.runtime import SlackRuntime, build_runtime
+from bot.slack.runtime import SlackRuntime
 from bot.slack.service import AutomationState, TierComponent, TierStatus
+from bot.wiring import build_runtime
 from tests.slack.helpers import open_incident
 from tests.support.slack import APPROVER, GROUP_RESPONDER, RESPONDER, STRANGER, TEAM, RecordingSender
 

@@ -13,9 +13,9 @@ from bot.incidents.store import IncidentStore
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.slack_emulator import SlackEmulator
 from bot.settings import Settings, get_settings
+from bot.tasknames import ALL_QUEUES
 from tests.support.services import RedisServer
 from tests.support.slack import APPROVER, GROUP_RESPONDER, RESPONDER, SIGNING_SECRET
-from workers.celery_app import ALL_QUEUES
 
 
 @pytest.fixture

@@ -15,11 +15,12 @@ from pydantic import SecretStr
 from bot.errors import ConfigError
 from bot.models import AlertmanagerWebhook
 from bot.settings import Settings
+from bot.tasknames import PROCESS_ALERT_GROUP as TASK_PROCESS_ALERT_GROUP
+from bot.tasknames import QUEUE_ALERTS
 from bot.web.app import create_app
 from tests.conftest import REDIS_BASE
 from tests.support.payloads import alert, notification
 from tests.support.services import RedisServer
-from workers.celery_app import QUEUE_ALERTS, TASK_PROCESS_ALERT_GROUP
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

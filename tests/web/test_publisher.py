@@ -8,9 +8,11 @@ import json
 import redis
 
 from bot.settings import Settings
+from bot.tasknames import PROCESS_ALERT_GROUP as TASK_PROCESS_ALERT_GROUP
+from bot.tasknames import QUEUE_ALERTS
 from bot.web.publisher import RedisPublisher
+from bot.wiring import make_celery
 from tests.conftest import REDIS_BASE
-from workers.celery_app import QUEUE_ALERTS, TASK_PROCESS_ALERT_GROUP, make_celery
 
 BROKER = f"{REDIS_BASE}/13"
 
