@@ -38,7 +38,6 @@ from bot.runbook.schema import load_runbooks
 from bot.runbook.services import Services
 from bot.settings import Settings
 from bot.severity import load_policy
-from bot.slack.audit import AuditLog
 from bot.slack.authz import Authorizer
 from bot.slack.controls import SwitchControl, WindowControl
 from bot.slack.notifier import SlackNotifier
@@ -52,6 +51,7 @@ from bot.slack.service import (
     SlackService,
     TierStatusSource,
 )
+from bot.storage.audit import AuditLog
 from bot.tasknames import TaskSender, change_notifications
 
 # -- Redis ----------------------------------------------------------------------------------------------

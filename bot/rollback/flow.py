@@ -47,7 +47,6 @@ from bot.rollback.state import Busy, InvalidMove, RollbackRequest, RollbackStore
 from bot.runbook.guards import Guards
 from bot.settings import Settings
 from bot.severity import load_policy
-from bot.slack.audit import AuditLog
 from bot.slack.authz import Authorizer
 from bot.slack.commands import Role
 from bot.slack.mrkdwn import escape, slack_date
@@ -58,6 +57,7 @@ from bot.slack.render import (
     SlackRenderer,
     actor_mention,
 )
+from bot.storage.audit import AuditLog
 from bot.tasknames import TaskSender
 
 log = logging.getLogger("incident_bot.rollback")

@@ -36,7 +36,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import tasknames
 from bot.errors import BrokerUnavailable
 from bot.settings import Settings
-from bot.slack.audit import AuditLog
 from bot.slack.commands import USAGE, UsageError, parse
 from bot.slack.mrkdwn import escape
 from bot.slack.render import (
@@ -50,6 +49,7 @@ from bot.slack.render import (
     ACTION_RUN_RUNBOOK,
     LINK_ACTION_PREFIX,
 )
+from bot.storage.audit import AuditLog
 from bot.tasknames import TaskSender
 from bot.web.app import BodyTooLarge, read_limited_body
 

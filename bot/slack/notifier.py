@@ -44,8 +44,8 @@ from bot.incidents.store import IncidentStore
 from bot.integrations.slack import SlackWeb
 from bot.models import Incident, TimelineEntry
 from bot.settings import Settings
-from bot.slack.ratelimit import TokenBucket
 from bot.slack.render import Message, SlackRenderer
+from bot.storage.bucket import TokenBucket
 
 log = logging.getLogger("incident_bot.slack.notifier")
 

@@ -25,7 +25,6 @@ from bot.incidents.commands import IncidentCommands
 from bot.incidents.store import IncidentStore
 from bot.integrations.slack import SlackWeb
 from bot.models import Incident, Severity
-from bot.slack.audit import AuditLog
 from bot.slack.authz import Authorizer
 from bot.slack.commands import USAGE, Command, Role, UsageError, incident_id, parse
 from bot.slack.mrkdwn import escape, mention, slack_date
@@ -41,6 +40,7 @@ from bot.slack.render import (
     STATUS_LABEL,
     SlackRenderer,
 )
+from bot.storage.audit import AuditLog
 from bot.tasknames import TaskSender
 
 log = logging.getLogger("incident_bot.slack.service")
