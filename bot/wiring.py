@@ -52,6 +52,9 @@ from bot.slack.service import (
     TierStatusSource,
 )
 from bot.storage.audit import AuditLog
+from bot.storage.markers import Markers
+from bot.storage.slack_messages import SlackMessages
+from bot.storage.usergroups import UserGroupCache
 from bot.tasknames import TaskSender, change_notifications
 
 # -- Redis ----------------------------------------------------------------------------------------------
@@ -261,14 +264,7 @@ def build_flow(
             make_web_client(settings), response_url_prefixes=settings.slack_response_url_prefix_list
         )
         renderer = SlackRenderer(settings.templates_dir)
-        authorizer = Authorizer(
-            web,
-            r,
-            cache_key_prefix=store.key("slack", "usergroup", ""),
-            responders=settings.slack_responder_ids,
-            approvers=settings.slack_approver_ids,
-            cache_seconds=settings.slack_usergroup_cache_seconds,
-        )
+        authorizer = _authorizer(settings, r, web)
     return RollbackFlow(
         settings,
         r,
@@ -308,15 +304,9 @@ def build_runtime(
         for name, args in change_notifications(settings, incident_id):
             task_sender.send(name, args=args)
 
-    notifier = SlackNotifier(web, store, r, renderer, settings, schedule_digest_flush=schedule_flush)
-    authorizer = Authorizer(
-        web,
-        r,
-        cache_key_prefix=store.key("slack", "usergroup", ""),
-        responders=settings.slack_responder_ids,
-        approvers=settings.slack_approver_ids,
-        cache_seconds=settings.slack_usergroup_cache_seconds,
-    )
+    messages = SlackMessages(r, settings.key_prefix)
+    notifier = SlackNotifier(web, store, messages, renderer, settings, schedule_digest_flush=schedule_flush)
+    authorizer = _authorizer(settings, r, web)
     service = SlackService(
         store=store,
         commands=commands or StoreIncidentCommands(store),
@@ -325,14 +315,25 @@ def build_runtime(
         audit=AuditLog(r, store.key("audit")),
         sender=task_sender,
         renderer=renderer,
-        client=r,
+        markers=Markers(r, settings.key_prefix),
         notify=notify or notify_default,
         tier=tier or NoTierStatus(),
         automation=automation or SwitchControl(AutomationSwitch(r, settings.key_prefix)),
         maintenance=maintenance or WindowControl(WindowStore(r, settings.key_prefix)),
         rollbacks=rollbacks or _rollback_flow(settings, r, store, web, renderer, authorizer, task_sender),
     )
-    return SlackRuntime(settings, r, store, web, notifier, service, task_sender)
+    return SlackRuntime(settings, store, web, notifier, service, task_sender)
+
+
+def _authorizer(settings: Settings, client: redis.Redis, web: SlackWeb) -> Authorizer:
+    """Who may do what from Slack, with the user-group cache in Redis."""
+    return Authorizer(
+        web,
+        UserGroupCache(client, settings.key_prefix),
+        responders=settings.slack_responder_ids,
+        approvers=settings.slack_approver_ids,
+        cache_seconds=settings.slack_usergroup_cache_seconds,
+    )
 
 
 def _rollback_flow(
