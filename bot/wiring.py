@@ -32,8 +32,10 @@ from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.slack import SlackWeb, make_web_client
 from bot.models import Incident, Severity
 from bot.paging import PagerDutySync
-from bot.rollback.flow import RollbackFlow
+from bot.rollback.flow import RollbackFlow, lock_ttl_seconds
+from bot.rollback.state import RollbackRequests
 from bot.runbook.engine import Engine
+from bot.runbook.guards import Guards
 from bot.runbook.schema import load_runbooks
 from bot.runbook.services import Services
 from bot.settings import Settings
@@ -53,6 +55,7 @@ from bot.slack.service import (
 )
 from bot.storage.audit import AuditLog
 from bot.storage.markers import Markers
+from bot.storage.rollbacks import RollbackStore
 from bot.storage.slack_messages import SlackMessages
 from bot.storage.usergroups import UserGroupCache
 from bot.tasknames import TaskSender, change_notifications
@@ -265,14 +268,14 @@ def build_flow(
         )
         renderer = SlackRenderer(settings.templates_dir)
         authorizer = _authorizer(settings, r, web)
-    return RollbackFlow(
+    return _rollback_flow(
         settings,
         r,
         store,
-        sender=sender or CeleryTaskSender(settings),
-        web=web,
-        renderer=renderer,
-        authorizer=authorizer,
+        web,
+        renderer,
+        authorizer,
+        sender or CeleryTaskSender(settings),
         kube=kube,
         pagerduty=pagerduty_factory(settings) if settings.pagerduty_configured else None,
     )
@@ -340,14 +343,43 @@ def _rollback_flow(
     settings: Settings,
     client: redis.Redis,
     store: IncidentStore,
-    web: SlackWeb,
-    renderer: SlackRenderer,
-    authorizer: Authorizer,
+    web: SlackWeb | None,
+    renderer: SlackRenderer | None,
+    authorizer: Authorizer | None,
     sender: TaskSender,
-) -> RollbackDecisions:
-    """The rollback flow sharing this runtime's Slack parts (decisions need no cluster access)."""
+    *,
+    kube: KubeClient | None = None,
+    pagerduty: Callable[[], PagerDutyClient | None] | None = None,
+) -> RollbackFlow:
+    """The rollback flow with its requests, the runbook guards, the kill switch and the audit log in Redis.
+
+    The Slack runtime's flow shares the runtime's Slack parts and gets no cluster (decisions need none).
+    """
+    requests = RollbackStore(
+        client,
+        settings.key_prefix,
+        active_ttl_seconds=settings.rollback_approval_timeout_seconds + lock_ttl_seconds(settings),
+    )
+    guards = Guards(
+        client,
+        settings.key_prefix,
+        cooldown_seconds=settings.runbook_cooldown_seconds,
+        max_actions=settings.runbook_max_actions,
+        window_seconds=settings.runbook_action_window_seconds,
+    )
     return RollbackFlow(
-        settings, client, store, sender=sender, web=web, renderer=renderer, authorizer=authorizer
+        settings,
+        store,
+        requests=RollbackRequests(requests),
+        guards=guards,
+        controls=automation_controls(client, settings),
+        audit=AuditLog(client, store.key("audit")),
+        sender=sender,
+        web=web,
+        renderer=renderer,
+        authorizer=authorizer,
+        kube=kube,
+        pagerduty=pagerduty,
     )
 
 
