@@ -55,6 +55,7 @@ from bot.slack.service import (
 )
 from bot.storage.audit import AuditLog
 from bot.storage.markers import Markers
+from bot.storage.paging import PagingState
 from bot.storage.rollbacks import RollbackStore
 from bot.storage.slack_messages import SlackMessages
 from bot.storage.usergroups import UserGroupCache
@@ -414,7 +415,7 @@ def build_sync(settings: Settings, store: IncidentStore) -> PagerDutySync:
 
     return PagerDutySync(
         store=store,
-        client=store.redis_client,
+        state=PagingState(store.redis_client, settings.key_prefix),
         commands=StoreIncidentCommands(store),
         policy=load_policy(settings.severity_policy),
         pagerduty=by_severity,
