@@ -1,6 +1,6 @@
 """Two-way PagerDuty sync: page P0/P1 incidents, mirror acks and resolves, take PagerDuty's webhooks in.
 
-State per incident lives in Redis (`<prefix>pd:<incident id>`: what PagerDuty was last told or told us, and
+State per incident lives in Redis (bot/storage/paging.py: what PagerDuty was last told or told us, and
 the PagerDuty incident id once a webhook names it). `reconcile` compares it with the incident and sends only
 the difference, so a redelivered task, a duplicate alert group or an ack that came *from* PagerDuty sends
 nothing (no echo loops). Which levels page is the severity policy's `page` flag. An ack or resolve made in
@@ -15,24 +15,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from bot.errors import InvalidTransition, PermanentError
 from bot.incidents.commands import IncidentCommands
 from bot.incidents.store import IncidentNotFound, IncidentStore
 from bot.integrations.pagerduty import Link, PagerDutyClient
 from bot.models import AlertStatus, Incident, IncidentStatus
 from bot.severity import Severity, SeverityPolicy
+from bot.storage.paging import PagingState
 from bot.templating import render_json
 
 log = logging.getLogger("incident_bot.paging")
 
 DEDUP_PREFIX = "llmd-incident-bot/"
 ACTIVE = ("triggered", "acknowledged")
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def dedup_key(incident_id: str) -> str:
@@ -63,7 +58,7 @@ class PagerDutySync:
     """Reconciles incidents with PagerDuty and applies PagerDuty webhooks to incidents."""
 
     store: IncidentStore
-    client: redis.Redis
+    state: PagingState
     commands: IncidentCommands
     policy: SeverityPolicy
     pagerduty: Callable[[Severity], PagerDutyClient]
@@ -71,34 +66,25 @@ class PagerDutySync:
     email_by_slack_user: Mapping[str, str]
     links: Callable[[Incident], list[Link]] = lambda _incident: []
 
-    def _state_key(self, incident_id: str) -> str:
-        return self.store.key("pd", incident_id)
-
     def recorded(self, incident_id: str) -> dict[str, str]:
         """What the bot last told PagerDuty (or learnt from it) about this incident."""
-        raw = self.client.hgetall(self._state_key(incident_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return self.state.recorded(incident_id)
 
     def _record(self, incident_id: str, **fields: str) -> None:
-        mapping: dict[str | bytes, str | bytes] = dict(fields.items())
-        self.client.hset(self._state_key(incident_id), mapping=mapping)  # type: ignore[arg-type]
+        self.state.record(incident_id, **fields)
 
     # --- bot -> PagerDuty -----------------------------------------------------------------------
     def reconcile(self, incident_id: str) -> str:
         """Bring PagerDuty in line with the incident; returns what was done ("in sync", "triggered", …)."""
-        lock = self.client.lock(self.store.key("lock", "pd", incident_id), timeout=60, blocking_timeout=30)
-        if not lock.acquire():
-            raise PermanentError(f"PagerDuty sync of {incident_id} is busy elsewhere")
-        try:
+        with self.state.locked(incident_id) as held:
+            if not held:
+                raise PermanentError(f"PagerDuty sync of {incident_id} is busy elsewhere")
             state = self._sync_state(incident_id)
             changes = self._send_change_events(incident_id)
             return f"{state}; {changes} change event(s)" if changes else state
-        finally:
-            lock.release()
 
     def _send_change_events(self, incident_id: str) -> int:
         """A change event for each real (not dry-run) change a runbook step made, each sent once."""
-        sent_key = self.store.key("pd", incident_id, "changes")
         sent = 0
         timeline = self.store.timeline(incident_id)
         # an `approval` step gates the steps after it: its approver approved the run's later changes
@@ -111,7 +97,7 @@ class PagerDutySync:
                 d.get("mutating") and d.get("changed") and not d.get("dry_run")
             ):
                 continue
-            if self.client.sismember(sent_key, entry.id):
+            if self.state.change_sent(incident_id, entry.id):
                 continue
             incident = self.store.get(incident_id)
             raw_inputs = d.get("inputs")
@@ -134,7 +120,7 @@ class PagerDutySync:
                 },
                 links=self.links(incident),
             )
-            self.client.sadd(sent_key, entry.id)
+            self.state.mark_change_sent(incident_id, entry.id)
             sent += 1
         return sent
 
@@ -202,11 +188,10 @@ class PagerDutySync:
     # --- PagerDuty -> bot -----------------------------------------------------------------------
     def handle_webhook(self, event: Mapping[str, Any], webhook_id: str) -> tuple[str, str | None]:
         """Apply one webhook v3 event; returns (outcome, incident id). Redeliveries do nothing."""
-        marker = self.store.key("pd", "webhook", webhook_id)
-        if self.client.exists(marker):
+        if self.state.webhook_handled(webhook_id):
             return "duplicate", None
         outcome, incident_id = self._apply_webhook(event)
-        self.client.set(marker, outcome, ex=86_400)
+        self.state.mark_webhook(webhook_id, outcome)
         return outcome, incident_id
 
     def _apply_webhook(self, event: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -215,29 +200,20 @@ class PagerDutySync:
         pd_id = str(data.get("id", ""))
         incident_id = incident_of(data.get("incident_key"))
         if incident_id is None and pd_id:
-            raw = self.client.get(self.store.key("pd", "by-pd-id", pd_id))
-            incident_id = _text(raw) if raw else None
+            incident_id = self.state.incident_of(pd_id)
         try:
             incident = self.store.get(incident_id) if incident_id else None
         except IncidentNotFound:
             incident = None
         if incident is None:
-            self.client.xadd(
-                self.store.key("pd", "ignored"),
-                {
-                    "event_type": event_type,
-                    "pd_incident": pd_id,
-                    "incident_key": str(data.get("incident_key")),
-                },
-                maxlen=1000,
-            )
+            self.state.ignored(event_type, pd_id, str(data.get("incident_key")))
             log.info(
                 "pagerduty webhook %s about %s ignored: not an incident the bot opened", event_type, pd_id
             )
             return "ignored", None
         if pd_id:
             self._record(incident.id, pd_incident_id=pd_id)
-            self.client.set(self.store.key("pd", "by-pd-id", pd_id), incident.id)
+            self.state.link(pd_id, incident.id)
         agent = event.get("agent") or {}
         who = str(agent.get("email") or agent.get("summary") or "someone")
         actor = f"pagerduty:{who}"

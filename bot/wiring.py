@@ -32,13 +32,14 @@ from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.slack import SlackWeb, make_web_client
 from bot.models import Incident, Severity
 from bot.paging import PagerDutySync
-from bot.rollback.flow import RollbackFlow
+from bot.rollback.flow import RollbackFlow, lock_ttl_seconds
+from bot.rollback.state import RollbackRequests
 from bot.runbook.engine import Engine
+from bot.runbook.guards import Guards
 from bot.runbook.schema import load_runbooks
 from bot.runbook.services import Services
 from bot.settings import Settings
 from bot.severity import load_policy
-from bot.slack.audit import AuditLog
 from bot.slack.authz import Authorizer
 from bot.slack.controls import SwitchControl, WindowControl
 from bot.slack.notifier import SlackNotifier
@@ -52,6 +53,12 @@ from bot.slack.service import (
     SlackService,
     TierStatusSource,
 )
+from bot.storage.audit import AuditLog
+from bot.storage.markers import Markers
+from bot.storage.paging import PagingState
+from bot.storage.rollbacks import RollbackStore
+from bot.storage.slack_messages import SlackMessages
+from bot.storage.usergroups import UserGroupCache
 from bot.tasknames import TaskSender, change_notifications
 
 # -- Redis ----------------------------------------------------------------------------------------------
@@ -261,22 +268,15 @@ def build_flow(
             make_web_client(settings), response_url_prefixes=settings.slack_response_url_prefix_list
         )
         renderer = SlackRenderer(settings.templates_dir)
-        authorizer = Authorizer(
-            web,
-            r,
-            cache_key_prefix=store.key("slack", "usergroup", ""),
-            responders=settings.slack_responder_ids,
-            approvers=settings.slack_approver_ids,
-            cache_seconds=settings.slack_usergroup_cache_seconds,
-        )
-    return RollbackFlow(
+        authorizer = _authorizer(settings, r, web)
+    return _rollback_flow(
         settings,
         r,
         store,
-        sender=sender or CeleryTaskSender(settings),
-        web=web,
-        renderer=renderer,
-        authorizer=authorizer,
+        web,
+        renderer,
+        authorizer,
+        sender or CeleryTaskSender(settings),
         kube=kube,
         pagerduty=pagerduty_factory(settings) if settings.pagerduty_configured else None,
     )
@@ -308,15 +308,9 @@ def build_runtime(
         for name, args in change_notifications(settings, incident_id):
             task_sender.send(name, args=args)
 
-    notifier = SlackNotifier(web, store, r, renderer, settings, schedule_digest_flush=schedule_flush)
-    authorizer = Authorizer(
-        web,
-        r,
-        cache_key_prefix=store.key("slack", "usergroup", ""),
-        responders=settings.slack_responder_ids,
-        approvers=settings.slack_approver_ids,
-        cache_seconds=settings.slack_usergroup_cache_seconds,
-    )
+    messages = SlackMessages(r, settings.key_prefix)
+    notifier = SlackNotifier(web, store, messages, renderer, settings, schedule_digest_flush=schedule_flush)
+    authorizer = _authorizer(settings, r, web)
     service = SlackService(
         store=store,
         commands=commands or StoreIncidentCommands(store),
@@ -325,28 +319,68 @@ def build_runtime(
         audit=AuditLog(r, store.key("audit")),
         sender=task_sender,
         renderer=renderer,
-        client=r,
+        markers=Markers(r, settings.key_prefix),
         notify=notify or notify_default,
         tier=tier or NoTierStatus(),
         automation=automation or SwitchControl(AutomationSwitch(r, settings.key_prefix)),
         maintenance=maintenance or WindowControl(WindowStore(r, settings.key_prefix)),
         rollbacks=rollbacks or _rollback_flow(settings, r, store, web, renderer, authorizer, task_sender),
     )
-    return SlackRuntime(settings, r, store, web, notifier, service, task_sender)
+    return SlackRuntime(settings, store, web, notifier, service, task_sender)
+
+
+def _authorizer(settings: Settings, client: redis.Redis, web: SlackWeb) -> Authorizer:
+    """Who may do what from Slack, with the user-group cache in Redis."""
+    return Authorizer(
+        web,
+        UserGroupCache(client, settings.key_prefix),
+        responders=settings.slack_responder_ids,
+        approvers=settings.slack_approver_ids,
+        cache_seconds=settings.slack_usergroup_cache_seconds,
+    )
 
 
 def _rollback_flow(
     settings: Settings,
     client: redis.Redis,
     store: IncidentStore,
-    web: SlackWeb,
-    renderer: SlackRenderer,
-    authorizer: Authorizer,
+    web: SlackWeb | None,
+    renderer: SlackRenderer | None,
+    authorizer: Authorizer | None,
     sender: TaskSender,
-) -> RollbackDecisions:
-    """The rollback flow sharing this runtime's Slack parts (decisions need no cluster access)."""
+    *,
+    kube: KubeClient | None = None,
+    pagerduty: Callable[[], PagerDutyClient | None] | None = None,
+) -> RollbackFlow:
+    """The rollback flow with its requests, the runbook guards, the kill switch and the audit log in Redis.
+
+    The Slack runtime's flow shares the runtime's Slack parts and gets no cluster (decisions need none).
+    """
+    requests = RollbackStore(
+        client,
+        settings.key_prefix,
+        active_ttl_seconds=settings.rollback_approval_timeout_seconds + lock_ttl_seconds(settings),
+    )
+    guards = Guards(
+        client,
+        settings.key_prefix,
+        cooldown_seconds=settings.runbook_cooldown_seconds,
+        max_actions=settings.runbook_max_actions,
+        window_seconds=settings.runbook_action_window_seconds,
+    )
     return RollbackFlow(
-        settings, client, store, sender=sender, web=web, renderer=renderer, authorizer=authorizer
+        settings,
+        store,
+        requests=RollbackRequests(requests),
+        guards=guards,
+        controls=automation_controls(client, settings),
+        audit=AuditLog(client, store.key("audit")),
+        sender=sender,
+        web=web,
+        renderer=renderer,
+        authorizer=authorizer,
+        kube=kube,
+        pagerduty=pagerduty,
     )
 
 
@@ -381,7 +415,7 @@ def build_sync(settings: Settings, store: IncidentStore) -> PagerDutySync:
 
     return PagerDutySync(
         store=store,
-        client=store.redis_client,
+        state=PagingState(store.redis_client, settings.key_prefix),
         commands=StoreIncidentCommands(store),
         policy=load_policy(settings.severity_policy),
         pagerduty=by_severity,

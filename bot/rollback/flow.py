@@ -28,12 +28,10 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import redis
+from typing import Any, Protocol
 
 from bot import tasknames
-from bot.controls import AutomationControls, Controls
+from bot.controls import Controls
 from bot.errors import IncidentBotError, PermanentError
 from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient, same_template
@@ -42,12 +40,10 @@ from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.slack import SlackWeb
 from bot.integrations.vllm import run_sync
 from bot.rollback.diff import Change, summary
-from bot.rollback.preview import Refused, age_text, build_preview
-from bot.rollback.state import Busy, InvalidMove, RollbackRequest, RollbackStore, State
-from bot.runbook.guards import Guards
+from bot.rollback.preview import Preview, Refused, age_text, build_preview
+from bot.rollback.state import Busy, InvalidMove, RollbackRequest, RollbackRequests, State
 from bot.settings import Settings
 from bot.severity import load_policy
-from bot.slack.audit import AuditLog
 from bot.slack.authz import Authorizer
 from bot.slack.commands import Role
 from bot.slack.mrkdwn import escape, slack_date
@@ -58,6 +54,7 @@ from bot.slack.render import (
     SlackRenderer,
     actor_mention,
 )
+from bot.storage.audit import AuditLog
 from bot.tasknames import TaskSender
 
 log = logging.getLogger("incident_bot.rollback")
@@ -85,15 +82,39 @@ def _mention_group(entry: str) -> str:
     return f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>"
 
 
+def lock_ttl_seconds(settings: Settings) -> int:
+    """How long a rollback holds its Deployment's lock: the rollout and verify budgets, plus slack."""
+    return settings.rollback_rollout_timeout_seconds + settings.rollback_verify_timeout_seconds + 120
+
+
+class TargetGuards(Protocol):
+    """What the flow needs of the runbook guards (bot.runbook.guards.Guards): the lock and the cooldown."""
+
+    def acquire(self, target: str, ttl_seconds: float) -> str | None:
+        """Take the target's lock; a token, or None when another holds it."""
+
+    def release(self, target: str, token: str) -> None:
+        """Release the lock if this token still holds it."""
+
+    def holder(self, target: str) -> bool:
+        """Whether someone holds the target's lock."""
+
+    def start_cooldown(self, action: str, target: str, by: str) -> None:
+        """Start the action's cooldown on the target."""
+
+
 class RollbackFlow:
     """Requests, approvals, execution and outcome of ChatOps rollbacks."""
 
     def __init__(
         self,
         settings: Settings,
-        client: redis.Redis,
         store: IncidentStore,
         *,
+        requests: RollbackRequests,
+        guards: TargetGuards,
+        controls: Controls,
+        audit: AuditLog,
         sender: TaskSender,
         web: SlackWeb | None = None,
         renderer: SlackRenderer | None = None,
@@ -101,12 +122,10 @@ class RollbackFlow:
         kube: KubeClient | None = None,
         prometheus: PrometheusClient | None = None,
         pagerduty: Callable[[], PagerDutyClient | None] | None = None,
-        controls: Controls | None = None,
         clock: Callable[[], datetime] = _now,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self._r = client
         self.store = store
         self.sender = sender
         self.web = web
@@ -115,24 +134,13 @@ class RollbackFlow:
         self._kube = kube
         self._prometheus = prometheus
         self._pagerduty = pagerduty
-        self.controls = controls or AutomationControls(client, settings.key_prefix)
+        self.controls = controls
         self.clock = clock
         self.sleep = sleep
-        budget = settings.rollback_rollout_timeout_seconds + settings.rollback_verify_timeout_seconds
-        self.lock_ttl = budget + 120
-        self.requests = RollbackStore(
-            client,
-            settings.key_prefix,
-            active_ttl_seconds=settings.rollback_approval_timeout_seconds + self.lock_ttl,
-        )
-        self.guards = Guards(
-            client,
-            settings.key_prefix,
-            cooldown_seconds=settings.runbook_cooldown_seconds,
-            max_actions=settings.runbook_max_actions,
-            window_seconds=settings.runbook_action_window_seconds,
-        )
-        self.audit = AuditLog(client, store.key("audit"))
+        self.lock_ttl = lock_ttl_seconds(settings)
+        self.requests = requests
+        self.guards = guards
+        self.audit = audit
 
     @property
     def kube(self) -> KubeClient:
@@ -179,45 +187,59 @@ class RollbackFlow:
                     dry_run=dry_run,
                     post=post,
                 )
-            req = self.requests.create(**fields, now=now, claim=False)
-            try:
-                holder = self.requests.get(busy.holder)
-                what = f"{holder.state.value} (requested by {holder.requester})"
-            except PermanentError:  # claimed a moment ago; its record is still being written
-                what = "being requested right now"
-            reason = (
-                f"rollback {busy.holder} of {req.target} is already {what}; "
-                "one rollback per deployment at a time"
-            )
-            return self._refuse(req, "busy", reason, post=post)
-        if not dry_run and not self.controls.automation_enabled():
-            return self._refuse(
-                req, "kill_switch", "the automation kill switch is on; turn it off first", post=post
-            )
-        if not dry_run and self.guards.holder(req.target):
-            return self._refuse(
-                req,
-                "rollout_in_progress",
-                f"a runbook step or another rollback is acting on {req.target} right now",
-                post=post,
-            )
+            return self._refuse_busy(fields, now, busy.holder, post=post)
+        refusal = None if dry_run else self._preflight(req)
+        if refusal is not None:
+            return self._refuse(req, *refusal, post=post)
         try:
             preview = build_preview(self.kube, namespace, deployment, to_revision, now=now)
         except Refused as exc:
             return self._refuse(req, exc.code, str(exc), post=post)
-        two_person = namespace in self.settings.rollback_two_person_namespaces
+        return self._previewed(req, preview, now, post=post)
+
+    def _refuse_busy(
+        self, fields: dict[str, Any], now: datetime, holder_id: str, *, post: bool
+    ) -> RollbackRequest:
+        """File the request unclaimed and refuse it: another request of the Deployment is open."""
+        req = self.requests.create(**fields, now=now, claim=False)
+        try:
+            holder = self.requests.get(holder_id)
+            what = f"{holder.state.value} (requested by {holder.requester})"
+        except PermanentError:  # claimed a moment ago; its record is still being written
+            what = "being requested right now"
+        reason = (
+            f"rollback {holder_id} of {req.target} is already {what}; one rollback per deployment at a time"
+        )
+        return self._refuse(req, "busy", reason, post=post)
+
+    def _preflight(self, req: RollbackRequest) -> tuple[str, str] | None:
+        """Why a real (not dry-run) request must be refused before its preview: (code, reason), or None."""
+        if not self.controls.automation_enabled():
+            return "kill_switch", "the automation kill switch is on; turn it off first"
+        if self.guards.holder(req.target):
+            return (
+                "rollout_in_progress",
+                f"a runbook step or another rollback is acting on {req.target} right now",
+            )
+        return None
+
+    def _previewed(
+        self, req: RollbackRequest, preview: Preview, now: datetime, *, post: bool
+    ) -> RollbackRequest:
+        """Store the preview, refuse a failed server-side dry run, record and post the rest."""
+        dry_run = req.dry_run
         expires = (
             None if dry_run else now + timedelta(seconds=self.settings.rollback_approval_timeout_seconds)
         )
         req = self.requests.move(
             req.id,
             State.PREVIEWED,
-            actor,
+            req.requester,
             at=now,
             note=preview.dry_run_message,
             preview=preview.to_dict(),
             expires_at=expires,
-            two_person=two_person,
+            two_person=req.namespace in self.settings.rollback_two_person_namespaces,
             from_revision=preview.current.revision,
             to_revision=preview.target.revision,
         )

@@ -1,4 +1,4 @@
-"""Rollback requests in Redis and the one table of moves between their states.
+"""Rollback requests and the one table of moves between their states.
 
     requested ──▶ previewed ──(approve)──▶ approved ──▶ executing ──▶ verified
         │            │  │                     │              └──────▶ failed
@@ -6,12 +6,7 @@
      refused ◀───────┴─────────────────────┘ (re-checks)      ▼
                      └──(deadline passed)──▶ expired
 
-Keys (under the store prefix):
-
-    rollback:seq                     request numbers (RB-0001 …)
-    rollback:req:<id>                the request (JSON)
-    rollback:active:<ns>/<name>      the one open request of a Deployment (SET NX); removed with the
-                                     move to a terminal state, and expires by itself as a safety net
+The records, their keys and the one open request per Deployment live in bot/storage/rollbacks.py.
 
 Every move is a WATCHed read-check-write, so two workers (two clicks, a click and an expiry) cannot
 both move a request out of the same state: the second one finds the state changed and is refused.
@@ -24,10 +19,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-import redis
 from pydantic import BaseModel, Field
 
 from bot.errors import PermanentError
+from bot.storage.rollbacks import Rewrite, RollbackStore
 
 
 class State(StrEnum):
@@ -130,33 +125,19 @@ class RollbackRequest(BaseModel):
         return None
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+class RollbackRequests:
+    """Rollback requests over their records in bot.storage.rollbacks; every state change is :meth:`move`."""
 
-
-class RollbackStore:
-    """Rollback requests in Redis; every state change goes through :meth:`move`."""
-
-    def __init__(self, client: redis.Redis, prefix: str, *, active_ttl_seconds: int) -> None:
-        self._r = client
-        self._p = prefix
-        self.active_ttl_seconds = active_ttl_seconds
-
-    def key(self, *parts: str) -> str:
-        """A key under the prefix."""
-        return self._p + ":".join(("rollback", *parts))
+    def __init__(self, store: RollbackStore) -> None:
+        self._store = store
 
     def get(self, request_id: str) -> RollbackRequest:
         """The request with this id."""
-        raw = self._r.get(self.key("req", request_id))
-        if raw is None:
-            raise RequestNotFound(f"no rollback request {request_id!r}")
-        return RollbackRequest.model_validate_json(raw)
+        return _parse(request_id, self._store.load(request_id))
 
     def active(self, namespace: str, deployment: str) -> str | None:
         """The id of the Deployment's open request, if any."""
-        raw = self._r.get(self.key("active", f"{namespace}/{deployment}"))
-        return _text(raw) if raw is not None else None
+        return self._store.holder(f"{namespace}/{deployment}")
 
     def create(
         self,
@@ -171,7 +152,7 @@ class RollbackStore:
         claim: bool = True,
     ) -> RollbackRequest:
         """A new request in state `requested`; with `claim` it must own its Deployment (raises Busy)."""
-        number = int(self._r.incr(self.key("seq")))
+        number = self._store.next_number()
         request = RollbackRequest(
             id=f"RB-{number:04d}",
             namespace=namespace,
@@ -184,94 +165,62 @@ class RollbackStore:
             history=[Step(state=State.REQUESTED, at=now, actor=requester)],
         )
         if claim:
-            active = self.key("active", request.target)
-            if not self._r.set(active, request.id, nx=True, ex=self.active_ttl_seconds):
-                holder = _text(self._r.get(active) or b"?")
+            holder = self._store.claim(request.target, request.id)
+            if holder is not None:
                 raise Busy(f"rollback {holder} of {request.target} is still open", holder)
-        self._r.set(self.key("req", request.id), request.model_dump_json(), ex=90 * 86400)
+        self._store.save(request.id, request.model_dump_json())
         return request
 
     def release_stale(self, namespace: str, deployment: str, holder: str) -> bool:
         """Free the Deployment's claim if `holder` still has it (the holder ended or never got saved)."""
-        key = self.key("active", f"{namespace}/{deployment}")
-        with self._r.pipeline() as pipe:
-            try:
-                pipe.watch(key)  # type: ignore[no-untyped-call]
-                if _text(pipe.get(key) or b"") != holder:
-                    return False
-                pipe.multi()
-                pipe.delete(key)
-                pipe.execute()
-            except redis.WatchError:
-                return False
-        return True
+        return self._store.release_if_held(f"{namespace}/{deployment}", holder)
 
     def move(
         self, request_id: str, to: State, actor: str, *, at: datetime, note: str = "", **changes: Any
     ) -> RollbackRequest:
         """Move a request to `to` (allowed by TRANSITIONS from its current state) with field changes."""
-        key = self.key("req", request_id)
-        with self._r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise RequestNotFound(f"no rollback request {request_id!r}")
-                    current = RollbackRequest.model_validate_json(raw)
-                    if to not in TRANSITIONS[current.state]:
-                        raise InvalidMove(
-                            f"rollback {request_id} is {current.state.value}; it cannot become {to.value}"
-                        )
-                    updated = current.model_copy(
-                        update={
-                            **changes,
-                            "state": to,
-                            "history": [*current.history, Step(state=to, at=at, actor=actor, note=note)],
-                        }
-                    )
-                    pipe.multi()
-                    pipe.set(key, updated.model_dump_json(), ex=90 * 86400)
-                    if to.terminal:
-                        active = self.key("active", current.target)
-                        pipe.eval(
-                            "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end",
-                            1,
-                            active,
-                            request_id,
-                        )
-                    pipe.execute()
-                    return updated
-                except redis.WatchError:
-                    continue
+        moved: list[RollbackRequest] = []
+
+        def change(raw: str | None) -> Rewrite:
+            current = _parse(request_id, raw)
+            if to not in TRANSITIONS[current.state]:
+                raise InvalidMove(
+                    f"rollback {request_id} is {current.state.value}; it cannot become {to.value}"
+                )
+            step = Step(state=to, at=at, actor=actor, note=note)
+            updated = current.model_copy(update={**changes, "state": to, "history": [*current.history, step]})
+            moved[:] = [updated]
+            return Rewrite(updated.model_dump_json(), current.target if to.terminal else None)
+
+        self._store.rewrite(request_id, change)
+        return moved[0]
 
     def update(self, request_id: str, **changes: Any) -> RollbackRequest:
         """Change fields other than the state (Slack message ids, verification notes)."""
-        key = self.key("req", request_id)
-        with self._r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise RequestNotFound(f"no rollback request {request_id!r}")
-                    updated = RollbackRequest.model_validate_json(raw).model_copy(update=changes)
-                    pipe.multi()
-                    pipe.set(key, updated.model_dump_json(), ex=90 * 86400)
-                    pipe.execute()
-                    return updated
-                except redis.WatchError:
-                    continue
+        updated: list[RollbackRequest] = []
+
+        def change(raw: str | None) -> Rewrite:
+            updated[:] = [_parse(request_id, raw).model_copy(update=changes)]
+            return Rewrite(updated[0].model_dump_json())
+
+        self._store.rewrite(request_id, change)
+        return updated[0]
 
     def recent(self, limit: int = 20) -> list[RollbackRequest]:
         """The newest requests, newest first."""
-        last = int(_text(self._r.get(self.key("seq")) or b"0"))
+        last = self._store.last_number()
         out = []
         for number in range(last, max(0, last - limit), -1):
-            raw = self._r.get(self.key("req", f"RB-{number:04d}"))
+            raw = self._store.load(f"RB-{number:04d}")
             if raw is not None:
                 out.append(RollbackRequest.model_validate_json(raw))
         return out
+
+
+def _parse(request_id: str, raw: str | None) -> RollbackRequest:
+    if raw is None:
+        raise RequestNotFound(f"no rollback request {request_id!r}")
+    return RollbackRequest.model_validate_json(raw)
 
 
 def dumps(request: RollbackRequest) -> str:

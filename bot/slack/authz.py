@@ -8,15 +8,13 @@ responders may.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-
-import redis
 
 from bot.errors import PermanentError
 from bot.integrations.slack import SlackWeb
 from bot.slack.commands import Role
+from bot.storage.usergroups import UserGroupCache
 
 log = logging.getLogger("incident_bot.slack.authz")
 
@@ -37,32 +35,29 @@ class Authorizer:
     def __init__(
         self,
         web: SlackWeb,
-        client: redis.Redis,
+        cache: UserGroupCache,
         *,
-        cache_key_prefix: str,
         responders: frozenset[str],
         approvers: frozenset[str],
         cache_seconds: int = 60,
     ) -> None:
         self._web = web
-        self._r = client
-        self._prefix = cache_key_prefix
+        self._cache = cache
         self._groups = {Role.RESPONDER: responders, Role.APPROVER: approvers}
         self._cache_seconds = cache_seconds
 
     def _usergroup(self, group_id: str) -> frozenset[str]:
-        key = f"{self._prefix}{group_id}"
         if self._cache_seconds > 0:
-            cached = self._r.get(key)
+            cached = self._cache.get(group_id)
             if cached is not None:
-                return frozenset(json.loads(cached))
+                return frozenset(cached)
         try:
             members = self._web.usergroup_members(group_id)
         except PermanentError as exc:  # a misconfigured group must not lock everybody out with a crash
             log.warning("user group %s could not be resolved: %s; treated as empty", group_id, exc)
             members = []
         if self._cache_seconds > 0:
-            self._r.set(key, json.dumps(members), ex=self._cache_seconds)
+            self._cache.put(group_id, members, self._cache_seconds)
         return frozenset(members)
 
     def _member(self, user_id: str, entries: frozenset[str]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -142,108 +143,140 @@ def _flags(words: list[str], known: dict[str, bool]) -> tuple[list[str], dict[st
     return positional, flags
 
 
+def _show(rest: list[str]) -> Command:
+    _need(rest, 1, "show INC-0042")
+    return Command("show", {"incident_id": incident_id(rest[0])})
+
+
+def _ack(rest: list[str]) -> Command:
+    _need(rest, 1, "ack INC-0042")
+    return Command("ack", {"incident_id": incident_id(rest[0])}, Role.RESPONDER)
+
+
+def _resolve(rest: list[str]) -> Command:
+    _need(rest, 1, "resolve INC-0042 [note]")
+    return Command(
+        "resolve", {"incident_id": incident_id(rest[0]), "note": " ".join(rest[1:])[:500]}, Role.RESPONDER
+    )
+
+
+def _sev(rest: list[str]) -> Command:
+    _need(rest, 2, "sev INC-0042 P1 [reason]")
+    try:
+        severity = Severity(rest[1].upper())
+    except ValueError:
+        raise UsageError(f"`{rest[1]}` is not a severity: use P0, P1, P2 or P3") from None
+    args = {
+        "incident_id": incident_id(rest[0]),
+        "severity": severity.value,
+        "reason": " ".join(rest[2:])[:500],
+    }
+    return Command("sev", args, Role.RESPONDER)
+
+
+def _commander(rest: list[str]) -> Command:
+    _need(rest, 2, "commander INC-0042 @user")
+    return Command(
+        "commander", {"incident_id": incident_id(rest[0]), "commander": user_id(rest[1])}, Role.RESPONDER
+    )
+
+
+def _runbook(rest: list[str]) -> Command:
+    positional, flags = _flags(rest, {"dry-run": False})
+    _need(positional, 2, "runbook INC-0042 NAME [--dry-run]")
+    if len(positional) > 2:
+        raise UsageError("usage: `/incident runbook INC-0042 NAME [--dry-run]`")
+    if not _RUNBOOK.match(positional[1]):
+        raise UsageError(f"`{positional[1]}` is not a runbook name")
+    args = {
+        "incident_id": incident_id(positional[0]),
+        "runbook": positional[1],
+        "dry_run": bool(flags.get("dry-run")),
+    }
+    return Command("runbook", args, Role.APPROVER)
+
+
+def _rollback(rest: list[str]) -> Command:
+    positional, flags = _flags(rest, {"to-revision": True, "incident": True, "dry-run": False})
+    if len(positional) != 1:
+        raise UsageError(
+            "usage: `/incident rollback NAMESPACE/DEPLOYMENT [--to-revision N] [--incident INC-0042]`"
+        )
+    namespace, deployment = _target(positional[0], deployment_required=True)
+    revision: int | None = None
+    if "to-revision" in flags:
+        raw = str(flags["to-revision"])
+        if not raw.isdigit() or int(raw) < 1:
+            raise UsageError(f"`--to-revision {raw}`: a revision is a positive number")
+        revision = int(raw)
+    inc = incident_id(str(flags["incident"])) if "incident" in flags else None
+    args = {
+        "namespace": namespace,
+        "deployment": deployment,
+        "to_revision": revision,
+        "incident_id": inc,
+        "dry_run": bool(flags.get("dry-run")),
+    }
+    return Command("rollback", args, Role.APPROVER)
+
+
+def _automation(rest: list[str]) -> Command:
+    _need(rest, 1, "automation on|off|status [reason]")
+    action = rest[0].lower()
+    if action == "status":
+        return Command("automation", {"action": "status"})
+    if action not in ("on", "off"):
+        raise UsageError("usage: `/incident automation on|off|status [reason]`")
+    return Command("automation", {"action": action, "reason": " ".join(rest[1:])[:500]}, Role.APPROVER)
+
+
+def _maintenance(rest: list[str]) -> Command:
+    _need(rest, 1, "maintenance list|start|end …")
+    action = rest[0].lower()
+    if action == "list":
+        return Command("maintenance", {"action": "list"})
+    if action == "start":
+        _need(rest, 3, "maintenance start NAMESPACE[/DEPLOYMENT] DURATION [reason]")
+        namespace, deployment = _target(rest[1], deployment_required=False)
+        args = {
+            "action": "start",
+            "namespace": namespace,
+            "deployment": deployment,
+            "seconds": duration_seconds(rest[2]),
+            "reason": " ".join(rest[3:])[:500],
+        }
+        return Command("maintenance", args, Role.APPROVER)
+    if action == "end":
+        _need(rest, 2, "maintenance end ID")
+        if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", rest[1]):
+            raise UsageError(f"`{rest[1]}` is not a maintenance window id")
+        return Command("maintenance", {"action": "end", "window_id": rest[1]}, Role.APPROVER)
+    raise UsageError("usage: `/incident maintenance list|start|end …`")
+
+
+#: Subcommand -> its parser (given the words after the subcommand).
+_SUBCOMMANDS: dict[str, Callable[[list[str]], Command]] = {
+    "list": lambda _rest: Command("list"),
+    "status": lambda _rest: Command("status"),
+    "show": _show,
+    "ack": _ack,
+    "resolve": _resolve,
+    "sev": _sev,
+    "severity": _sev,
+    "commander": _commander,
+    "runbook": _runbook,
+    "rollback": _rollback,
+    "automation": _automation,
+    "maintenance": _maintenance,
+}
+
+
 def parse(text: str) -> Command:
     """Parse the text after `/incident`; raises UsageError with a helpful message."""
-    args: dict[str, Any]
     words = _words(text.strip())
     if not words or words[0].lower() in ("help", "-h", "--help", "?"):
         return Command("help")
-    name, rest = words[0].lower(), words[1:]
-    if name == "list":
-        return Command("list")
-    if name == "status":
-        return Command("status")
-    if name == "show":
-        _need(rest, 1, "show INC-0042")
-        return Command("show", {"incident_id": incident_id(rest[0])})
-    if name == "ack":
-        _need(rest, 1, "ack INC-0042")
-        return Command("ack", {"incident_id": incident_id(rest[0])}, Role.RESPONDER)
-    if name == "resolve":
-        _need(rest, 1, "resolve INC-0042 [note]")
-        return Command(
-            "resolve", {"incident_id": incident_id(rest[0]), "note": " ".join(rest[1:])[:500]}, Role.RESPONDER
-        )
-    if name in ("sev", "severity"):
-        _need(rest, 2, "sev INC-0042 P1 [reason]")
-        try:
-            severity = Severity(rest[1].upper())
-        except ValueError:
-            raise UsageError(f"`{rest[1]}` is not a severity: use P0, P1, P2 or P3") from None
-        args = {
-            "incident_id": incident_id(rest[0]),
-            "severity": severity.value,
-            "reason": " ".join(rest[2:])[:500],
-        }
-        return Command("sev", args, Role.RESPONDER)
-    if name == "commander":
-        _need(rest, 2, "commander INC-0042 @user")
-        return Command(
-            "commander", {"incident_id": incident_id(rest[0]), "commander": user_id(rest[1])}, Role.RESPONDER
-        )
-    if name == "runbook":
-        positional, flags = _flags(rest, {"dry-run": False})
-        _need(positional, 2, "runbook INC-0042 NAME [--dry-run]")
-        if len(positional) > 2:
-            raise UsageError("usage: `/incident runbook INC-0042 NAME [--dry-run]`")
-        if not _RUNBOOK.match(positional[1]):
-            raise UsageError(f"`{positional[1]}` is not a runbook name")
-        args = {
-            "incident_id": incident_id(positional[0]),
-            "runbook": positional[1],
-            "dry_run": bool(flags.get("dry-run")),
-        }
-        return Command("runbook", args, Role.APPROVER)
-    if name == "rollback":
-        positional, flags = _flags(rest, {"to-revision": True, "incident": True, "dry-run": False})
-        if len(positional) != 1:
-            raise UsageError(
-                "usage: `/incident rollback NAMESPACE/DEPLOYMENT [--to-revision N] [--incident INC-0042]`"
-            )
-        namespace, deployment = _target(positional[0], deployment_required=True)
-        revision: int | None = None
-        if "to-revision" in flags:
-            raw = str(flags["to-revision"])
-            if not raw.isdigit() or int(raw) < 1:
-                raise UsageError(f"`--to-revision {raw}`: a revision is a positive number")
-            revision = int(raw)
-        inc = incident_id(str(flags["incident"])) if "incident" in flags else None
-        args = {
-            "namespace": namespace,
-            "deployment": deployment,
-            "to_revision": revision,
-            "incident_id": inc,
-            "dry_run": bool(flags.get("dry-run")),
-        }
-        return Command("rollback", args, Role.APPROVER)
-    if name == "automation":
-        _need(rest, 1, "automation on|off|status [reason]")
-        action = rest[0].lower()
-        if action == "status":
-            return Command("automation", {"action": "status"})
-        if action not in ("on", "off"):
-            raise UsageError("usage: `/incident automation on|off|status [reason]`")
-        return Command("automation", {"action": action, "reason": " ".join(rest[1:])[:500]}, Role.APPROVER)
-    if name == "maintenance":
-        _need(rest, 1, "maintenance list|start|end …")
-        action = rest[0].lower()
-        if action == "list":
-            return Command("maintenance", {"action": "list"})
-        if action == "start":
-            _need(rest, 3, "maintenance start NAMESPACE[/DEPLOYMENT] DURATION [reason]")
-            namespace, deployment = _target(rest[1], deployment_required=False)
-            args = {
-                "action": "start",
-                "namespace": namespace,
-                "deployment": deployment,
-                "seconds": duration_seconds(rest[2]),
-                "reason": " ".join(rest[3:])[:500],
-            }
-            return Command("maintenance", args, Role.APPROVER)
-        if action == "end":
-            _need(rest, 2, "maintenance end ID")
-            if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", rest[1]):
-                raise UsageError(f"`{rest[1]}` is not a maintenance window id")
-            return Command("maintenance", {"action": "end", "window_id": rest[1]}, Role.APPROVER)
-        raise UsageError("usage: `/incident maintenance list|start|end …`")
-    raise UsageError(f"unknown subcommand `{words[0][:40]}`")
+    subcommand = _SUBCOMMANDS.get(words[0].lower())
+    if subcommand is None:
+        raise UsageError(f"unknown subcommand `{words[0][:40]}`")
+    return subcommand(words[1:])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
-
 from bot.incidents.store import IncidentStore
 from bot.integrations.slack import SlackWeb
 from bot.settings import Settings
@@ -19,7 +17,6 @@ class SlackRuntime:
     """Everything the Slack Celery tasks use."""
 
     settings: Settings
-    client: redis.Redis
     store: IncidentStore
     web: SlackWeb
     notifier: SlackNotifier

@@ -17,15 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import redis
-
 from bot import tasknames
 from bot.errors import PermanentError
 from bot.incidents.commands import IncidentCommands
 from bot.incidents.store import IncidentStore
 from bot.integrations.slack import SlackWeb
 from bot.models import Incident, Severity
-from bot.slack.audit import AuditLog
 from bot.slack.authz import Authorizer
 from bot.slack.commands import USAGE, Command, Role, UsageError, incident_id, parse
 from bot.slack.mrkdwn import escape, mention, slack_date
@@ -41,6 +38,8 @@ from bot.slack.render import (
     STATUS_LABEL,
     SlackRenderer,
 )
+from bot.storage.audit import AuditLog
+from bot.storage.markers import Markers
 from bot.tasknames import TaskSender
 
 log = logging.getLogger("incident_bot.slack.service")
@@ -194,7 +193,7 @@ class SlackService:
     audit: AuditLog
     sender: TaskSender
     renderer: SlackRenderer
-    client: redis.Redis
+    markers: Markers
     notify: Callable[[str], None]
     tier: TierStatusSource = field(default_factory=NoTierStatus)
     automation: AutomationControl = field(default_factory=NoAutomationControl)
@@ -207,8 +206,7 @@ class SlackService:
         """Run one `/incident` command (form fields as Slack sent them) and reply via response_url."""
         user, team = str(form.get("user_id", "")), str(form.get("team_id", ""))
         request_id = str(form.get("trigger_id", ""))
-        done_key = self.store.key("slack", "done", request_id) if request_id else None
-        if done_key and self.client.exists(done_key):
+        if request_id and self.markers.handled(request_id):
             return Outcome("duplicate", "")
         try:
             command = parse(str(form.get("text", "")))
@@ -223,8 +221,8 @@ class SlackService:
             self.web.post_message(
                 str(form["channel_id"]), outcome.reply, [], thread_ts=str(form["thread_ts"])
             )
-        if done_key:
-            self.client.set(done_key, outcome.outcome, ex=self.done_ttl)
+        if request_id:
+            self.markers.mark_handled(request_id, outcome.outcome, self.done_ttl)
         return outcome
 
     def _run(self, command: Command, user: str, team: str) -> Outcome:
@@ -408,8 +406,7 @@ class SlackService:
         action_id = str(payload.get("action_id", ""))
         value = str(payload.get("value", ""))
         request_id = str(payload.get("request_id", ""))
-        done_key = self.store.key("slack", "done", "action", request_id) if request_id else None
-        if done_key and self.client.exists(done_key):
+        if request_id and self.markers.handled(request_id, action=True):
             return Outcome("duplicate", "")
         try:
             outcome = self._action(action_id, value, user, team, payload)
@@ -418,8 +415,8 @@ class SlackService:
         response_url = str(payload.get("response_url", ""))
         if response_url and outcome.reply:
             self.web.respond(response_url, outcome.reply, replace_original=False)
-        if done_key:
-            self.client.set(done_key, outcome.outcome, ex=self.done_ttl)
+        if request_id:
+            self.markers.mark_handled(request_id, outcome.outcome, self.done_ttl, action=True)
         return outcome
 
     def _action(self, action_id: str, value: str, user: str, team: str, payload: dict[str, Any]) -> Outcome:
@@ -479,9 +476,8 @@ class SlackService:
         self.store.get(inc_id)  # before recording a decision: IncidentNotFound leaves nothing behind
         request_id = str(payload.get("request_id", ""))
         record = json.dumps({"decision": decision, "actor": actor, "request_id": request_id})
-        key = self.store.key("slack", "approval", inc_id, step_key)
-        if not self.client.set(key, record, nx=True, ex=30 * 86_400):
-            earlier = json.loads(self.client.get(key) or "{}")
+        if not self.markers.claim_approval(inc_id, step_key, record, 30 * 86_400):
+            earlier = json.loads(self.markers.approval(inc_id, step_key) or "{}")
             if earlier.get("request_id") != request_id:  # not a redelivery of this very click
                 who = earlier.get("actor")
                 reason = f"step `{escape(step_key, 100)}` was already {earlier.get('decision')}d by {who}"

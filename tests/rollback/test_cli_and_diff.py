@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from bot.cli_rollback import cmd_rollback
 from bot.integrations.kube import KubeClient
-from bot.rollback.cli import cmd_rollback
 from bot.rollback.diff import REDACTED, diff_templates, parse_flags, vllm_model
 from bot.sandbox.sandbox import Sandbox
 from bot.settings import Settings

@@ -14,9 +14,9 @@ from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus, Severity
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
-from bot.slack.audit import AuditLog
 from bot.slack.runtime import SlackRuntime
 from bot.slack.service import AutomationState, TierComponent, TierStatus
+from bot.storage.audit import AuditLog
 from bot.wiring import build_runtime
 from tests.slack.helpers import open_incident
 from tests.support.slack import APPROVER, GROUP_RESPONDER, RESPONDER, STRANGER, TEAM, RecordingSender

@@ -12,6 +12,7 @@ from typing import Any
 from bot.integrations.kube import KubeClient
 from bot.rollback.preview import Refused, build_preview, preview_lines
 from bot.settings import Settings
+from bot.wiring import build_flow
 
 _TARGET = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)/([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$")
 
@@ -55,8 +56,6 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings, *, kube: KubeClie
             "incident-bot: rollbacks are approved in Slack, which is not configured; use --dry-run to preview"
         )
         return 2
-    from bot.wiring import build_flow
-
     flow = build_flow(settings, kube=kube)
     actor = f"cli:{getpass.getuser()}"
     req = flow.request(
