@@ -32,9 +32,9 @@ from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.slack import SlackWeb, make_web_client
 from bot.models import Incident, Severity
 from bot.paging import PagerDutySync
+from bot.plan.schema import load_runbooks
 from bot.rollback.flow import RollbackFlow
 from bot.runbook.engine import Engine
-from bot.runbook.schema import load_runbooks
 from bot.runbook.services import Services
 from bot.settings import Settings
 from bot.severity import load_policy
@@ -210,6 +210,8 @@ def build_engine(
     controls: Controls | None = None,
 ) -> Engine:
     """An Engine over the configured Redis, cluster, vLLM servers and runbooks directory."""
+    import bot.steps  # noqa: F401  (registers the shipped step types before the runbooks are checked)
+
     client = client or redis_client(settings, "runbook")
     store = store or incident_store(settings, client)
     services = Services(settings, store, kube=kube)

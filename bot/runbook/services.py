@@ -8,16 +8,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, IntentMissing
 from bot.incidents.store import IncidentStore
 from bot.integrations.kube import DeploymentSummary, KubeClient, ScaleResult, UndoResult
 from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.vllm import VLLMClient, run_sync
-from bot.runbook.registry import IntentMissing
 from bot.settings import Settings
 
 if TYPE_CHECKING:
-    from bot.runbook.registry import StepContext
+    from bot.plan.steptypes import StepContext
 
 T = TypeVar("T")
 

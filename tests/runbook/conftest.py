@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import redis
 
+import bot.steps  # noqa: F401  (registers the shipped step types)
 from bot.controls import AutomationControls
 from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
 from bot.models import AlertmanagerWebhook, Incident
+from bot.plan.schema import load_runbooks
 from bot.runbook.engine import Engine
-from bot.runbook.schema import load_runbooks
 from bot.runbook.services import Services
 from bot.sandbox.sandbox import Sandbox, SandboxConfig
 from bot.settings import Settings
