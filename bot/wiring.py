@@ -214,7 +214,13 @@ def build_engine(
 
     client = client or redis_client(settings, "runbook")
     store = store or incident_store(settings, client)
-    services = Services(settings, store, kube=kube)
+    services = Services(
+        settings,
+        store,
+        kube=kube,
+        kube_factory=functools.partial(KubeClient.from_settings, settings),
+        prometheus_factory=functools.partial(PrometheusClient.from_settings, settings),
+    )
     return Engine(
         client,
         store,

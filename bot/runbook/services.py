@@ -1,4 +1,7 @@
-"""The adapters a runbook's steps use, created lazily so a read-only run needs only what it touches."""
+"""The adapters a runbook's steps use, created lazily so a read-only run needs only what it touches.
+
+``bot.wiring`` hands in the Kubernetes and Prometheus clients, or factories that build them on first use.
+"""
 
 from __future__ import annotations
 
@@ -32,18 +35,24 @@ class Services:
         kube: KubeClient | None = None,
         prometheus: PrometheusClient | None = None,
         vllm_endpoints: list[str] | None = None,
+        kube_factory: Callable[[], KubeClient] | None = None,
+        prometheus_factory: Callable[[], PrometheusClient] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self._kube = kube
         self._prometheus = prometheus
+        self._kube_factory = kube_factory
+        self._prometheus_factory = prometheus_factory
         self.vllm_endpoints = list(vllm_endpoints if vllm_endpoints is not None else settings.vllm_endpoints)
 
     @property
     def kube(self) -> KubeClient:
-        """The Kubernetes adapter (built from settings on first use)."""
+        """The Kubernetes adapter (built by the factory on first use)."""
         if self._kube is None:
-            self._kube = KubeClient.from_settings(self.settings)
+            if self._kube_factory is None:
+                raise ConfigError("no Kubernetes client was wired into the runbook services")
+            self._kube = self._kube_factory()
         return self._kube
 
     def kube_for(self, ctx: StepContext) -> GuardedKube:
@@ -51,9 +60,9 @@ class Services:
         return GuardedKube(self.kube, ctx)
 
     def prometheus(self) -> PrometheusClient | None:
-        """The Prometheus client, or None when PROMETHEUS_URL is not set."""
-        if self._prometheus is None and self.settings.prometheus_url:
-            self._prometheus = PrometheusClient.from_settings(self.settings)
+        """The Prometheus client, or None when PROMETHEUS_URL is not set (or no factory was wired)."""
+        if self._prometheus is None and self.settings.prometheus_url and self._prometheus_factory:
+            self._prometheus = self._prometheus_factory()
         return self._prometheus
 
     def vllm(self, factory: Callable[[VLLMClient], Coroutine[Any, Any, T]]) -> T:
