@@ -47,7 +47,7 @@ from bot.errors import IncidentBotError, PermanentError, TransientError
 from bot.incidents.store import IncidentStore
 from bot.models import Incident, IncidentStatus
 from bot.runbook.expr import ExprError, compile_expr, render_value
-from bot.runbook.guards import Guards
+from bot.runbook.guards import breaker_check
 from bot.runbook.plan import incident_label_sets, resolve_parameters
 from bot.runbook.registry import (
     ROOT_NAMES,
@@ -64,6 +64,7 @@ from bot.runbook.schema import Runbook, StepSpec
 from bot.runbook.services import Services
 from bot.settings import Settings
 from bot.severity import promql_string
+from bot.storage.guards import Guards
 
 log = logging.getLogger("incident_bot.runbook")
 
@@ -544,7 +545,7 @@ class Engine:
         left = self.guards.cooldown_left(action, target)
         if left:
             notes["cooldown_left_s"] = round(left, 1)
-        breaker = self.guards.breaker_check()
+        breaker = breaker_check(self.guards)
         if not breaker.allowed:
             notes["circuit_breaker"] = breaker.reason
         if self.guards.holder(target):
