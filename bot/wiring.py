@@ -52,6 +52,8 @@ from bot.slack.service import (
     SlackService,
     TierStatusSource,
 )
+from bot.storage.guards import Guards
+from bot.storage.runs import RunStore
 from bot.tasknames import TaskSender, change_notifications
 
 # -- Redis ----------------------------------------------------------------------------------------------
@@ -222,7 +224,8 @@ def build_engine(
         prometheus_factory=functools.partial(PrometheusClient.from_settings, settings),
     )
     return Engine(
-        client,
+        RunStore(client, settings.key_prefix),
+        Guards.from_settings(client, settings),
         store,
         services,
         settings,

@@ -22,6 +22,8 @@ from bot.runbook.engine import Engine
 from bot.runbook.services import Services
 from bot.sandbox.sandbox import Sandbox, SandboxConfig
 from bot.settings import Settings
+from bot.storage.guards import Guards
+from bot.storage.runs import RunStore
 from tests.support.payloads import alert, notification
 
 
@@ -79,7 +81,8 @@ def make_engine(
         kube = kwargs.pop("kube", None) or KubeClient.from_kubeconfig(str(sandbox.kubeconfig))
         clock = clock or FastClock()
         engine = Engine(
-            client,
+            RunStore(client, s.key_prefix),
+            Guards.from_settings(client, s),
             own_store,
             Services(s, own_store, kube=kube),
             s,
