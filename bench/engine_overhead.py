@@ -52,6 +52,8 @@ from bot.sandbox.sandbox import Sandbox, SandboxConfig
 from bot.sandbox.slack_emulator import SlackEmulator
 from bot.sandbox.tls import issue_loopback_certificate
 from bot.settings import Settings
+from bot.storage.guards import Guards
+from bot.storage.runs import RunStore
 from tests.support.services import RedisServer
 
 TARGET_P50_MS = 5.0
@@ -183,7 +185,8 @@ def main() -> int:
             incident_id = store.apply_notification(webhook, webhook.idempotency_key()).incident_id
             assert incident_id is not None
             engine = Engine(
-                client,
+                RunStore(client, "bench:"),
+                Guards.from_settings(client, settings),
                 store,
                 Services(settings, store, kube=kube),
                 settings,

@@ -5,7 +5,8 @@
     ├── TransientError         worth retrying: a dependency is down, slow or rate-limiting
     │   └── BrokerUnavailable  Redis / the Celery broker cannot take the message right now
     └── PermanentError         retrying will not help: bad input, refused by policy, not found
-        └── InvalidTransition  an incident lifecycle move that the transition table forbids
+        ├── InvalidTransition  an incident lifecycle move that the transition table forbids
+        └── IntentMissing      a runbook step tried a change before recording its intent
 
 Integrations translate vendor exceptions into these at the boundary, so Celery retries on
 ``TransientError`` only and everything else fails fast with a message a person can act on.
@@ -36,3 +37,7 @@ class PermanentError(IncidentBotError):
 
 class InvalidTransition(PermanentError):
     """An incident state change that the lifecycle table does not allow."""
+
+
+class IntentMissing(PermanentError):
+    """A mutating call was attempted before the step recorded its intent (a bug in the step)."""

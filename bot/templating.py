@@ -50,3 +50,11 @@ def render_text(templates_dir: Path, name: str, context: dict[str, Any]) -> str:
         return environment(templates_dir, json_output=False).get_template(name).render(**context)
     except TemplateError as exc:
         raise ConfigError(f"template {name}: {exc}") from exc
+
+
+_PARSER = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def check_template(source: str) -> None:
+    """Raise jinja2.TemplateSyntaxError when *source* (operator-written text) is not a valid template."""
+    _PARSER.parse(source)

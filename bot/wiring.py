@@ -32,11 +32,10 @@ from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.slack import SlackWeb, make_web_client
 from bot.models import Incident, Severity
 from bot.paging import PagerDutySync
+from bot.plan.schema import load_runbooks
 from bot.rollback.flow import RollbackFlow, lock_ttl_seconds
 from bot.rollback.state import RollbackRequests
 from bot.runbook.engine import Engine
-from bot.runbook.guards import Guards
-from bot.runbook.schema import load_runbooks
 from bot.runbook.services import Services
 from bot.settings import Settings
 from bot.severity import load_policy
@@ -54,9 +53,11 @@ from bot.slack.service import (
     TierStatusSource,
 )
 from bot.storage.audit import AuditLog
+from bot.storage.guards import Guards
 from bot.storage.markers import Markers
 from bot.storage.paging import PagingState
 from bot.storage.rollbacks import RollbackStore
+from bot.storage.runs import RunStore
 from bot.storage.slack_messages import SlackMessages
 from bot.storage.usergroups import UserGroupCache
 from bot.tasknames import TaskSender, change_notifications
@@ -217,11 +218,20 @@ def build_engine(
     controls: Controls | None = None,
 ) -> Engine:
     """An Engine over the configured Redis, cluster, vLLM servers and runbooks directory."""
+    import bot.steps  # noqa: F401  (registers the shipped step types before the runbooks are checked)
+
     client = client or redis_client(settings, "runbook")
     store = store or incident_store(settings, client)
-    services = Services(settings, store, kube=kube)
+    services = Services(
+        settings,
+        store,
+        kube=kube,
+        kube_factory=functools.partial(KubeClient.from_settings, settings),
+        prometheus_factory=functools.partial(PrometheusClient.from_settings, settings),
+    )
     return Engine(
-        client,
+        RunStore(client, settings.key_prefix),
+        Guards.from_settings(client, settings),
         store,
         services,
         settings,

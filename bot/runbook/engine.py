@@ -1,15 +1,8 @@
 """The runbook engine: runs a runbook for an incident one step at a time, exactly once per step.
 
-State (Redis, under the store prefix):
-
-    runbook:run:<run id>                         the run (JSON): cursor, status, params, step outputs
-    runbook:runs:<incident id>                   list of the incident's run ids
-    runbook:request:<request id>                 run id created for a request (a redelivered `run` task
-                                                 finds it and creates nothing)
-    incident:step:<incident id>:<run id>:<step>  one step's record: phase, intent, result, who approved
-    runbook:runlock:<run id>                     one worker advances a run at a time
-    runbook:kick:<run id>:<index>                the task for step <index> has been enqueued
-    runbook:approval:<run id>:<step>             the approve/deny decision (first one wins)
+State lives in Redis (:class:`bot.storage.runs.RunStore` holds the keys): the run with its cursor and
+step outputs, one record per step (phase, intent, result, who approved), the approve/deny decisions, the
+per-run lock and the markers of enqueued step tasks.
 
 A step is executed as: (approval gate) -> `when` -> guards (mutating steps only) -> intent -> act -> result.
 The step function records its *intent* (the exact change: target replica count, pod names, restart stamp,
@@ -34,22 +27,21 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-import redis
 from pydantic import BaseModel, Field, ValidationError
 
 from bot.controls import Controls
 from bot.errors import IncidentBotError, PermanentError, TransientError
 from bot.incidents.store import IncidentStore
 from bot.models import Incident, IncidentStatus
-from bot.runbook.expr import ExprError, compile_expr, render_value
-from bot.runbook.guards import Guards
-from bot.runbook.plan import incident_label_sets, resolve_parameters
-from bot.runbook.registry import (
+from bot.plan.expr import ExprError, compile_expr, render_value
+from bot.plan.schema import Runbook, StepSpec
+from bot.plan.select import incident_label_sets, resolve_parameters
+from bot.plan.steptypes import (
     ROOT_NAMES,
     Recovery,
     StepContext,
@@ -60,10 +52,12 @@ from bot.runbook.registry import (
     expression_context,
     step_types,
 )
-from bot.runbook.schema import Runbook, StepSpec
+from bot.runbook.guards import breaker_check
 from bot.runbook.services import Services
 from bot.settings import Settings
 from bot.severity import promql_string
+from bot.storage.guards import Guards
+from bot.storage.runs import RunStore, Transaction
 
 log = logging.getLogger("incident_bot.runbook")
 
@@ -162,12 +156,24 @@ class Decision:
     index: int | None = None
 
 
+@dataclass(frozen=True)
+class StepCall:
+    """One step of one run as the engine handles it: the run, its runbook, the step, its record, the incident.
+
+    ``record`` is None until the step first starts (or when a fresh record must be written); the record
+    object itself is mutable and is updated in place while the step runs (intent, scratch).
+    """
+
+    run: RunRecord
+    runbook: Runbook
+    spec: StepSpec
+    step_type: StepType
+    record: StepRecord | None
+    incident: Incident
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Engine:
@@ -175,7 +181,8 @@ class Engine:
 
     def __init__(
         self,
-        client: redis.Redis,
+        runs: RunStore,
+        guards: Guards,
         store: IncidentStore,
         services: Services,
         settings: Settings,
@@ -185,7 +192,8 @@ class Engine:
         clock: Callable[[], datetime] = _now,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._r = client
+        self.runs = runs
+        self.guards = guards
         self.store = store
         self.services = services
         self.settings = settings
@@ -194,21 +202,16 @@ class Engine:
         self.clock = clock
         self.sleep = sleep
         self.registry = step_types()
-        self.guards = Guards(
-            client,
-            settings.key_prefix,
-            cooldown_seconds=settings.runbook_cooldown_seconds,
-            max_actions=settings.runbook_max_actions,
-            window_seconds=settings.runbook_action_window_seconds,
-        )
 
     # --- keys ----------------------------------------------------------------------------------
     def key(self, *parts: str) -> str:
         """A key under the store prefix."""
         return self.store.key(*parts)
 
-    def _step_key(self, run: RunRecord, step_id: str) -> str:
-        return self.key("incident", "step", run.incident_id, run.id, step_id)
+    def _save_step(
+        self, run: RunRecord, step_id: str, record: StepRecord, tx: Transaction | None = None
+    ) -> None:
+        self.runs.save_step(run.incident_id, run.id, step_id, record.model_dump_json(), tx)
 
     # --- runs ----------------------------------------------------------------------------------
     def create_run(
@@ -230,14 +233,14 @@ class Engine:
             )
         incident = self.store.get(incident_id)
         if request_id:
-            existing = self._r.get(self.key("runbook", "request", request_id))
+            existing = self.runs.run_for_request(request_id)
             if existing is not None:
-                return self.get_run(_text(existing)), False
+                return self.get_run(existing), False
         if labels is None:
             sets = incident_label_sets(incident) or [dict(incident.common_labels)]
             labels = next((s for s in sets if runbook.match.matches(s, incident.severity)), sets[0])
         params = resolve_parameters(runbook, labels, overrides)
-        number = int(self._r.incr(self.key("runbook", "seq", incident_id)))
+        number = self.runs.next_number(incident_id)
         now = self.clock()
         run = RunRecord(
             id=f"{incident_id}-R{number}",
@@ -250,55 +253,53 @@ class Engine:
             created_at=now,
             updated_at=now,
         )
-        if request_id and not self._r.set(
-            self.key("runbook", "request", request_id), run.id, nx=True, ex=7 * 86400
-        ):
-            return self.get_run(_text(self._r.get(self.key("runbook", "request", request_id)))), False
-        pipe = self._r.pipeline(transaction=True)
-        pipe.set(self.key("runbook", "run", run.id), run.model_dump_json())
-        pipe.rpush(self.key("runbook", "runs", incident_id), run.id)
-        mode = " (dry run)" if dry_run else ""
+        if request_id and not self.runs.claim_request(request_id, run.id):
+            return self.get_run(str(self.runs.run_for_request(request_id))), False
+        with self.runs.transaction() as tx:
+            self.runs.add_run(incident_id, run.id, run.model_dump_json(), tx)
+            self._timeline_started(tx, run, runbook)
+        return run, True
+
+    def _timeline_started(self, tx: Transaction, run: RunRecord, runbook: Runbook) -> None:
+        mode = " (dry run)" if run.dry_run else ""
         self.store.append_timeline(
-            incident_id,
+            run.incident_id,
             "runbook_started",
-            f"Runbook {runbook.name}{mode} started ({trigger}): {len(runbook.steps)} steps, "
-            f"params {json.dumps(params, sort_keys=True)}",
+            f"Runbook {runbook.name}{mode} started ({run.trigger}): {len(runbook.steps)} steps, "
+            f"params {json.dumps(run.params, sort_keys=True)}",
             {
                 "run_id": run.id,
                 "runbook": runbook.name,
-                "dry_run": dry_run,
-                "trigger": trigger,
-                "params": params,
+                "dry_run": run.dry_run,
+                "trigger": run.trigger,
+                "params": run.params,
             },
-            pipe=pipe,
+            pipe=tx,
         )
-        pipe.execute()
-        return run, True
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run with this id."""
-        raw = self._r.get(self.key("runbook", "run", run_id))
+        raw = self.runs.run(run_id)
         if raw is None:
             raise RunNotFound(f"no runbook run {run_id!r}")
         return RunRecord.model_validate_json(raw)
 
     def runs_of(self, incident_id: str) -> list[RunRecord]:
         """The incident's runs, oldest first."""
-        ids = [_text(i) for i in self._r.lrange(self.key("runbook", "runs", incident_id), 0, -1)]
-        return [self.get_run(i) for i in ids]
+        return [self.get_run(i) for i in self.runs.run_ids(incident_id)]
 
     def step_record(self, run: RunRecord, step_id: str) -> StepRecord | None:
         """The stored record of one step, if any."""
-        raw = self._r.get(self._step_key(run, step_id))
+        raw = self.runs.step(run.incident_id, run.id, step_id)
         return StepRecord.model_validate_json(raw) if raw is not None else None
 
     def kicked(self, run_id: str, index: int) -> bool:
         """Whether the task for step *index* of the run has been enqueued."""
-        return bool(self._r.exists(self.key("runbook", "kick", run_id, str(index))))
+        return self.runs.kicked(run_id, index)
 
     def mark_kicked(self, run_id: str, index: int) -> None:
         """Remember that the task for step *index* has been enqueued."""
-        self._r.set(self.key("runbook", "kick", run_id, str(index)), "1", ex=7 * 86400)
+        self.runs.mark_kicked(run_id, index)
 
     # --- the step task's body ------------------------------------------------------------------
     def execute_step(self, run_id: str, index: int) -> Advance:
@@ -306,14 +307,12 @@ class Engine:
         run = self.get_run(run_id)
         runbook = self.runbooks.get(run.runbook)
         longest = max((spec.timeout for spec in runbook.steps), default=600.0) if runbook else 600.0
-        ttl = int(longest) + 60
-        lock_key = self.key("runbook", "runlock", run_id)
-        if not self._r.set(lock_key, "1", nx=True, ex=ttl):
+        if not self.runs.lock_run(run_id, int(longest) + 60):
             raise RunBusy(f"run {run_id} is being advanced by another worker")
         try:
             return self._execute_locked(run_id, index)
         finally:
-            self._r.delete(lock_key)
+            self.runs.unlock_run(run_id)
 
     def _execute_locked(self, run_id: str, index: int) -> Advance:
         run = self.get_run(run_id)
@@ -329,120 +328,133 @@ class Engine:
         if index >= len(runbook.steps):
             return self._finish(run, RunStatus.SUCCEEDED, "all steps done")
         spec = runbook.steps[index]
-        step_type = self.registry[spec.type]
         incident = self.store.get(run.incident_id)
-        record = self.step_record(run, spec.id)
+        call = StepCall(
+            run, runbook, spec, self.registry[spec.type], self.step_record(run, spec.id), incident
+        )
+        return self._execute_call(call)
+
+    def _execute_call(self, call: StepCall) -> Advance:
+        """Condition, approval gate and guards, then the step itself."""
         now = self.clock()
+        if (call.record is None or call.record.phase == "done") and call.spec.when is not None:
+            unmet = self._condition(call)
+            if unmet is not None:
+                return unmet
+        approved_by = call.record.approved_by if call.record is not None else None
+        if call.spec.needs_approval(call.incident.severity) and not call.run.dry_run and approved_by is None:
+            return self._gate(call, now)
+        if not call.step_type.mutating:
+            return self._run_step(call, {}, None)
+        params = self._params(call)
+        if isinstance(params, StepResult):
+            return self._complete(call, params)
+        assert isinstance(params, TargetParams)
+        if call.run.dry_run:
+            return self._run_step(
+                call, self._dry_guards(call.spec.type, params.target, call.run.labels), params.target
+            )
+        return self._guarded(call, params.target)
 
-        fresh = record is None or record.phase == "done"
-        if fresh and spec.when is not None:
-            context = expression_context(incident, run.params, run.outputs, run.labels, run.dry_run)
-            try:
-                go = compile_expr(spec.when, roots=ROOT_NAMES).truth(context)
-            except ExprError as exc:
-                return self._complete(
-                    run, runbook, spec, step_type, None, StepResult.failed(f"condition error: {exc}")
-                )
-            if not go:
-                return self._complete(
-                    run, runbook, spec, step_type, None, StepResult.skipped(f"condition false: {spec.when}")
-                )
+    def _condition(self, call: StepCall) -> Advance | None:
+        """The step's `when` condition: None when it holds, else the step is done as failed or skipped."""
+        run, spec = call.run, call.spec
+        assert spec.when is not None
+        context = expression_context(call.incident, run.params, run.outputs, run.labels, run.dry_run)
+        unstarted = replace(call, record=None)
+        try:
+            go = compile_expr(spec.when, roots=ROOT_NAMES).truth(context)
+        except ExprError as exc:
+            return self._complete(unstarted, StepResult.failed(f"condition error: {exc}"))
+        if not go:
+            return self._complete(unstarted, StepResult.skipped(f"condition false: {spec.when}"))
+        return None
 
-        # --- approval gate ---
-        approved_by = record.approved_by if record is not None else None
-        if spec.needs_approval(incident.severity) and not run.dry_run and approved_by is None:
-            return self._gate(run, runbook, spec, step_type, record, incident, now)
-
-        # --- guards for changes ---
-        guard_note: dict[str, Any] = {}
-        token: str | None = None
-        target: str | None = None
-        if step_type.mutating:
-            params_or_error = self._params(run, incident, spec, step_type)
-            if isinstance(params_or_error, StepResult):
-                return self._complete(run, runbook, spec, step_type, record, params_or_error)
-            assert isinstance(params_or_error, TargetParams)
-            target = params_or_error.target
-            if run.dry_run:
-                guard_note = self._dry_guards(spec.type, target, run.labels)
-            else:
-                stop = self._live_guards(run, runbook, spec, step_type, record, incident, target)
-                if stop is not None:
-                    return stop
-                token = self._lock(target, spec.timeout)
-                if token is None:
-                    return self._complete(
-                        run,
-                        runbook,
-                        spec,
-                        step_type,
-                        record,
-                        StepResult.failed(f"{target} stayed locked by another action"),
-                    )
+    def _guarded(self, call: StepCall, target: str) -> Advance:
+        """A live mutating step: controls, the target's lock, cooldown and circuit breaker, then the step."""
+        stop = self._live_guards(call, target)
+        if stop is not None:
+            return stop
+        token = self._lock(target, call.spec.timeout)
+        if token is None:
+            return self._complete(call, StepResult.failed(f"{target} stayed locked by another action"))
+        record = call.record
         interrupted = record is not None and record.phase == "intent" and record.intent is not None
         try:
-            if step_type.mutating and not run.dry_run and not interrupted:
-                assert target is not None
-                left = self.guards.cooldown_left(spec.type, target)
-                if left > 0:
-                    by = self.guards.cooldown_by(spec.type, target)
-                    return self._complete(
-                        run,
-                        runbook,
-                        spec,
-                        step_type,
-                        record,
-                        StepResult.failed(
-                            f"cooldown: {spec.type} on {target} ran recently ({by}); {left:.0f}s left",
-                            guard="cooldown",
-                        ),
-                    )
-                if not self.guards.reserve_action(f"{run.id}:{spec.id}:{target}"):
-                    reason = (
-                        f"circuit breaker open: {self.guards.max_actions} changes in the last "
-                        f"{self.guards.window_seconds}s; not running {spec.type} on {target}"
-                    )
-                    self._record_only(
-                        run, spec, step_type, record, StepResult.failed(reason, guard="circuit_breaker")
-                    )
-                    return self._escalate(run, spec, reason)
-            return self._run_step(run, runbook, spec, step_type, record, incident, guard_note, target)
+            if not interrupted:
+                refused = self._cooldown_or_breaker(call, target)
+                if refused is not None:
+                    return refused
+            return self._run_step(call, {}, target)
         finally:
-            if token is not None and target is not None:
-                self.guards.release(target, token)
+            self.guards.release(target, token)
+
+    def _cooldown_or_breaker(self, call: StepCall, target: str) -> Advance | None:
+        """None when the action may go ahead (its slot in the breaker's window is then reserved)."""
+        run, spec = call.run, call.spec
+        left = self.guards.cooldown_left(spec.type, target)
+        if left > 0:
+            by = self.guards.cooldown_by(spec.type, target)
+            return self._complete(
+                call,
+                StepResult.failed(
+                    f"cooldown: {spec.type} on {target} ran recently ({by}); {left:.0f}s left",
+                    guard="cooldown",
+                ),
+            )
+        if not self.guards.reserve_action(f"{run.id}:{spec.id}:{target}"):
+            reason = (
+                f"circuit breaker open: {self.guards.max_actions} changes in the last "
+                f"{self.guards.window_seconds}s; not running {spec.type} on {target}"
+            )
+            self._record_only(call, StepResult.failed(reason, guard="circuit_breaker"))
+            return self._escalate(run, spec, reason)
+        return None
 
     # --- approval --------------------------------------------------------------------------------
-    def _gate(
-        self,
-        run: RunRecord,
-        runbook: Runbook,
-        spec: StepSpec,
-        step_type: StepType,
-        record: StepRecord | None,
-        incident: Incident,
-        now: datetime,
-    ) -> Advance:
+    def _gate(self, call: StepCall, now: datetime) -> Advance:
+        run, spec, record = call.run, call.spec, call.record
         timeout = float(self.settings.runbook_approval_timeout_seconds)
         if spec.type == "approval":
-            timeout = float(self._params_model_value(spec, step_type, "timeout") or timeout)
+            timeout = float(self._params_model_value(spec, call.step_type, "timeout") or timeout)
         decision = self._decision(run.id, spec.id)
         if record is None or record.phase == "done":
-            deadline = now + timedelta(seconds=timeout)
-            record = StepRecord(
-                run_id=run.id,
-                step_id=spec.id,
-                index=run.cursor,
-                type=spec.type,
-                phase="awaiting_approval",
-                first_started_at=now,
-                approval_deadline=deadline,
+            return self._request_approval(call, now, timeout)
+        if decision is None:
+            assert record.approval_deadline is not None
+            left = (record.approval_deadline - now).total_seconds()
+            if left > 0:
+                return Advance(RunStatus.AWAITING_APPROVAL, recheck_after=left)
+            return self._complete(call, StepResult.failed(f"approval timed out after {timeout:.0f}s"))
+        if decision["decision"] != "approve":
+            return self._complete(
+                call, StepResult.failed(f"denied by {decision['actor']}", denied_by=decision["actor"])
             )
-            message = str(spec.params.get("message") or spec.description or f"{spec.type} ({spec.id})")
-            step_key = f"{run.id}:{spec.id}"
-            pipe = self._r.pipeline(transaction=True)
-            pipe.set(self._step_key(run, spec.id), record.model_dump_json())
+        record = record.model_copy(update={"phase": "approved", "approved_by": decision["actor"]})
+        self._save_step(run, spec.id, record)
+        run = run.model_copy(update={"status": RunStatus.RUNNING})
+        self.runs.save_run(run.id, run.model_dump_json())
+        return self._execute_locked(run.id, run.cursor)
+
+    def _request_approval(self, call: StepCall, now: datetime, timeout: float) -> Advance:
+        """Record that the step waits for a person, with the deadline, and say so in the timeline."""
+        run, runbook, spec = call.run, call.runbook, call.spec
+        deadline = now + timedelta(seconds=timeout)
+        record = StepRecord(
+            run_id=run.id,
+            step_id=spec.id,
+            index=run.cursor,
+            type=spec.type,
+            phase="awaiting_approval",
+            first_started_at=now,
+            approval_deadline=deadline,
+        )
+        message = str(spec.params.get("message") or spec.description or f"{spec.type} ({spec.id})")
+        step_key = f"{run.id}:{spec.id}"
+        with self.runs.transaction() as tx:
+            self._save_step(run, spec.id, record, tx)
             run = run.model_copy(update={"status": RunStatus.AWAITING_APPROVAL, "updated_at": now})
-            pipe.set(self.key("runbook", "run", run.id), run.model_dump_json())
+            self.runs.save_run(run.id, run.model_dump_json(), tx)
             self.store.append_timeline(
                 run.incident_id,
                 "approval_requested",
@@ -454,42 +466,14 @@ class Engine:
                     "step": spec.id,
                     "step_key": step_key,
                     "type": spec.type,
-                    "mutating": step_type.mutating,
+                    "mutating": call.step_type.mutating,
                     "message": message,
                     "deadline": deadline.isoformat(),
                     "timeout_s": timeout,
                 },
-                pipe=pipe,
+                pipe=tx,
             )
-            pipe.execute()
-            return Advance(RunStatus.AWAITING_APPROVAL, recheck_after=timeout)
-        if decision is None:
-            assert record.approval_deadline is not None
-            left = (record.approval_deadline - now).total_seconds()
-            if left > 0:
-                return Advance(RunStatus.AWAITING_APPROVAL, recheck_after=left)
-            return self._complete(
-                run,
-                runbook,
-                spec,
-                step_type,
-                record,
-                StepResult.failed(f"approval timed out after {timeout:.0f}s"),
-            )
-        if decision["decision"] != "approve":
-            return self._complete(
-                run,
-                runbook,
-                spec,
-                step_type,
-                record,
-                StepResult.failed(f"denied by {decision['actor']}", denied_by=decision["actor"]),
-            )
-        record = record.model_copy(update={"phase": "approved", "approved_by": decision["actor"]})
-        self._r.set(self._step_key(run, spec.id), record.model_dump_json())
-        run = run.model_copy(update={"status": RunStatus.RUNNING})
-        self._r.set(self.key("runbook", "run", run.id), run.model_dump_json())
-        return self._execute_locked(run.id, run.cursor)
+        return Advance(RunStatus.AWAITING_APPROVAL, recheck_after=timeout)
 
     def _params_model_value(self, spec: StepSpec, step_type: StepType, name: str) -> Any:
         try:
@@ -498,7 +482,7 @@ class Engine:
             return None
 
     def _decision(self, run_id: str, step_id: str) -> dict[str, str] | None:
-        raw = self._r.get(self.key("runbook", "approval", run_id, step_id))
+        raw = self.runs.decision(run_id, step_id)
         return json.loads(raw) if raw is not None else None
 
     def decide(self, incident_id: str, step_key: str, decision: str, actor: str) -> Decision:
@@ -518,9 +502,7 @@ class Engine:
             if record is None or record.phase != "awaiting_approval":
                 continue
             value = json.dumps({"decision": decision, "actor": actor, "at": self.clock().isoformat()})
-            if not self._r.set(
-                self.key("runbook", "approval", run.id, step_id), value, nx=True, ex=30 * 86400
-            ):
+            if not self.runs.claim_decision(run.id, step_id, value):
                 earlier = self._decision(run.id, step_id) or {}
                 return Decision(
                     False, f"already decided: {earlier.get('decision')} by {earlier.get('actor')}", run.id
@@ -544,37 +526,27 @@ class Engine:
         left = self.guards.cooldown_left(action, target)
         if left:
             notes["cooldown_left_s"] = round(left, 1)
-        breaker = self.guards.breaker_check()
+        breaker = breaker_check(self.guards)
         if not breaker.allowed:
             notes["circuit_breaker"] = breaker.reason
         if self.guards.holder(target):
             notes["locked"] = True
         return notes
 
-    def _live_guards(
-        self,
-        run: RunRecord,
-        runbook: Runbook,
-        spec: StepSpec,
-        step_type: StepType,
-        record: StepRecord | None,
-        incident: Incident,
-        target: str,
-    ) -> Advance | None:
+    def _live_guards(self, call: StepCall, target: str) -> Advance | None:
+        run = call.run
         if not self.controls.automation_enabled():
             reason = "automation is disabled (kill switch); a person must act"
-            self._record_only(run, spec, step_type, record, StepResult.failed(reason, guard="kill_switch"))
+            self._record_only(call, StepResult.failed(reason, guard="kill_switch"))
             return self._finish(run, RunStatus.BLOCKED, reason)
         maintenance = self.controls.in_maintenance(run.labels)
         if maintenance:
             reason = f"maintenance window: {maintenance}"
-            self._record_only(run, spec, step_type, record, StepResult.failed(reason, guard="maintenance"))
+            self._record_only(call, StepResult.failed(reason, guard="maintenance"))
             return self._finish(run, RunStatus.BLOCKED, reason)
-        firing, why = self._still_firing(incident, run.labels)
+        firing, why = self._still_firing(call.incident, run.labels)
         if not firing:
-            self._record_only(
-                run, spec, step_type, record, StepResult.skipped(f"not acting: {why}", guard="resolved")
-            )
+            self._record_only(call, StepResult.skipped(f"not acting: {why}", guard="resolved"))
             return self._finish(run, RunStatus.STOPPED, why)
         return None
 
@@ -608,58 +580,32 @@ class Engine:
             self.sleep(0.1)
 
     # --- running a step --------------------------------------------------------------------------
-    def _params(self, run: RunRecord, incident: Incident, spec: StepSpec, step_type: StepType) -> Any:
-        context = expression_context(incident, run.params, run.outputs, run.labels, run.dry_run)
+    def _params(self, call: StepCall) -> Any:
+        """The step's params rendered against the run so far, or a failed StepResult when they are bad."""
+        run = call.run
+        context = expression_context(call.incident, run.params, run.outputs, run.labels, run.dry_run)
         try:
-            return step_type.params_model.model_validate(render_value(spec.params, context))
+            return call.step_type.params_model.model_validate(render_value(call.spec.params, context))
         except (ValidationError, ExprError) as exc:
             return StepResult.failed(f"bad params at run time: {exc}")
 
-    def _context(
-        self,
-        run: RunRecord,
-        runbook: Runbook,
-        spec: StepSpec,
-        incident: Incident,
-        record: StepRecord,
-        outputs: dict[str, dict[str, Any]],
-    ) -> StepContext:
+    def _context(self, call: StepCall, outputs: dict[str, dict[str, Any]]) -> StepContext:
+        """What the step function sees; recording the intent writes the step's record at once."""
+        run, spec, record = call.run, call.spec, call.record
+        assert record is not None
+
         def record_intent(plan: dict[str, Any]) -> None:
             record.intent = plan
             record.phase = "intent"
             if not run.dry_run:
-                self._r.set(self._step_key(run, spec.id), record.model_dump_json())
+                self._save_step(run, spec.id, record)
             ctx.scratch["intent_recorded"] = True
 
         def refresh(step_id: str) -> Mapping[str, Any]:
-            index = runbook.step_index(step_id)
-            earlier = runbook.steps[index]
-            earlier_type = self.registry[earlier.type]
-            if earlier_type.mutating:
-                raise PermanentError(f"cannot refresh mutating step {step_id}")
-            params = self._params(
-                run.model_copy(update={"outputs": outputs}), incident, earlier, earlier_type
-            )
-            if isinstance(params, StepResult):
-                result = params
-            else:
-                sub = self._context(
-                    run,
-                    runbook,
-                    earlier,
-                    incident,
-                    StepRecord(
-                        run_id=run.id, step_id=earlier.id, index=index, type=earlier.type, phase="intent"
-                    ),
-                    outputs,
-                )
-                result = self._call(earlier_type, sub, params, earlier.timeout)
-            outputs[step_id] = _output(result)
-            ctx.steps = outputs
-            return outputs[step_id]
+            return self._refresh(call, outputs, ctx, step_id)
 
         ctx = StepContext(
-            incident=incident,
+            incident=call.incident,
             run_id=run.id,
             step_id=spec.id,
             step_type=spec.type,
@@ -681,6 +627,28 @@ class Engine:
         )
         return ctx
 
+    def _refresh(
+        self, call: StepCall, outputs: dict[str, dict[str, Any]], ctx: StepContext, step_id: str
+    ) -> Mapping[str, Any]:
+        """Run the earlier read-only step *step_id* again; its new output replaces the old one."""
+        index = call.runbook.step_index(step_id)
+        earlier = call.runbook.steps[index]
+        earlier_type = self.registry[earlier.type]
+        if earlier_type.mutating:
+            raise PermanentError(f"cannot refresh mutating step {step_id}")
+        record = StepRecord(
+            run_id=call.run.id, step_id=earlier.id, index=index, type=earlier.type, phase="intent"
+        )
+        sub = replace(call, spec=earlier, step_type=earlier_type, record=record)
+        params = self._params(replace(sub, run=call.run.model_copy(update={"outputs": outputs})))
+        if isinstance(params, StepResult):
+            result = params
+        else:
+            result = self._call(earlier_type, self._context(sub, outputs), params, earlier.timeout)
+        outputs[step_id] = _output(result)
+        ctx.steps = outputs
+        return outputs[step_id]
+
     def _call(self, step_type: StepType, ctx: StepContext, params: Any, timeout: float) -> StepResult:
         """Run a step function; read-only steps are cut off at the timeout (mutating ones run to the end)."""
         try:
@@ -694,27 +662,19 @@ class Engine:
         except concurrent.futures.TimeoutError:
             return StepResult.failed(f"timed out after {timeout:.0f}s")
 
-    def _run_step(
-        self,
-        run: RunRecord,
-        runbook: Runbook,
-        spec: StepSpec,
-        step_type: StepType,
-        record: StepRecord | None,
-        incident: Incident,
-        guard_note: dict[str, Any],
-        target: str | None,
-    ) -> Advance:
+    def _run_step(self, call: StepCall, guard_note: dict[str, Any], target: str | None) -> Advance:
+        """Start (or resume) the step, call it with retries, and record what came of it."""
         now = self.clock()
-        params = self._params(run, incident, spec, step_type)
+        params = self._params(call)
         if isinstance(params, StepResult):
-            return self._complete(run, runbook, spec, step_type, record, params)
+            return self._complete(call, params)
+        record = call.record
         if record is None or record.phase == "done":
             record = StepRecord(
-                run_id=run.id,
-                step_id=spec.id,
-                index=run.cursor,
-                type=spec.type,
+                run_id=call.run.id,
+                step_id=call.spec.id,
+                index=call.run.cursor,
+                type=call.spec.type,
                 phase="intent",
                 first_started_at=now,
             )
@@ -725,68 +685,73 @@ class Engine:
                 "attempts": record.attempts + 1,
                 "started_at": now,
                 "inputs": params.model_dump(mode="json"),
-                "dry_run": run.dry_run,
+                "dry_run": call.run.dry_run,
             }
         )
-        outputs = dict(run.outputs)
+        call = replace(call, record=record)
+        outputs = dict(call.run.outputs)
         started = time.monotonic()
-
-        if interrupted and step_type.mutating and not run.dry_run and record.intent is not None:
-            ctx = self._context(run, runbook, spec, incident, record, outputs)
-            recovery = self._recover(step_type, ctx, params, record.intent)
-            log.warning(
-                "run %s step %s interrupted earlier: %s (%s)",
-                run.id,
-                spec.id,
-                recovery.verdict,
-                recovery.detail,
-            )
-            if recovery.verdict == "applied" and recovery.result is not None:
-                if target is not None and recovery.result.changed:
-                    self.guards.start_cooldown(spec.type, target, f"{run.id}:{spec.id}")
-                return self._complete(
-                    run,
-                    runbook,
-                    spec,
-                    step_type,
-                    record,
-                    recovery.result,
-                    started=started,
-                    outputs=outputs,
-                    note={"recovery": recovery.detail},
-                )
-            if recovery.verdict == "unknown":
-                unknown = StepResult.failed(
-                    f"interrupted before its result was recorded; {recovery.detail}", needs_human=True
-                )
-                self._record_only(run, spec, step_type, record, unknown)
-                return self._escalate(
-                    run,
-                    spec,
-                    f"step {spec.id} ({spec.type}) state unknown after a worker "
-                    f"restart: {recovery.detail}; needs a human",
-                    status=RunStatus.NEEDS_HUMAN,
-                )
-            record.intent = None  # not applied: act afresh
-
+        if interrupted and call.step_type.mutating and not call.run.dry_run and record.intent is not None:
+            recovered = self._resume(call, params, outputs, started, target)
+            if recovered is not None:
+                return recovered
         # Persist "started" before calling out: a crash from here on is seen as interrupted.
-        if not run.dry_run:
-            self._r.set(self._step_key(run, spec.id), record.model_dump_json())
+        if not call.run.dry_run:
+            self._save_step(call.run, call.spec.id, record)
+        result, ctx = self._attempts(call, params, outputs)
+        return self._after_call(call, result, ctx, started, guard_note, target)
+
+    def _resume(
+        self,
+        call: StepCall,
+        params: Any,
+        outputs: dict[str, dict[str, Any]],
+        started: float,
+        target: str | None,
+    ) -> Advance | None:
+        """An interrupted mutating step: its recoverer decides; None when it must act afresh."""
+        run, spec, record = call.run, call.spec, call.record
+        assert record is not None and record.intent is not None
+        recovery = self._recover(call.step_type, self._context(call, outputs), params, record.intent)
+        log.warning(
+            "run %s step %s interrupted earlier: %s (%s)", run.id, spec.id, recovery.verdict, recovery.detail
+        )
+        if recovery.verdict == "applied" and recovery.result is not None:
+            if target is not None and recovery.result.changed:
+                self.guards.start_cooldown(spec.type, target, f"{run.id}:{spec.id}")
+            return self._complete(
+                call, recovery.result, started=started, outputs=outputs, note={"recovery": recovery.detail}
+            )
+        if recovery.verdict == "unknown":
+            unknown = StepResult.failed(
+                f"interrupted before its result was recorded; {recovery.detail}", needs_human=True
+            )
+            self._record_only(call, unknown)
+            return self._escalate(
+                run,
+                spec,
+                f"step {spec.id} ({spec.type}) state unknown after a worker "
+                f"restart: {recovery.detail}; needs a human",
+                status=RunStatus.NEEDS_HUMAN,
+            )
+        record.intent = None  # not applied: act afresh
+        return None
+
+    def _attempts(
+        self, call: StepCall, params: Any, outputs: dict[str, dict[str, Any]]
+    ) -> tuple[StepResult, StepContext]:
+        """Call the step, retrying transient errors up to `retries` times; the result and the last context."""
+        spec, step_type = call.spec, call.step_type
         result: StepResult | None = None
         for attempt in range(spec.retries + 1):
-            ctx = self._context(run, runbook, spec, incident, record, outputs)
+            ctx = self._context(call, outputs)
             try:
                 result = self._call(step_type, ctx, params, spec.timeout)
                 break
             except TransientError as exc:
-                if step_type.mutating and ctx.scratch.get("intent_recorded") and record.intent is not None:
-                    recovery = self._recover(step_type, ctx, params, record.intent)
-                    if recovery.verdict == "applied" and recovery.result is not None:
-                        result = recovery.result
-                        break
-                    if recovery.verdict == "unknown":
-                        result = StepResult.failed(f"{exc}; afterwards {recovery.detail}", needs_human=True)
-                        break
+                result = self._recovered(call, ctx, params, exc)
+                if result is not None:
+                    break
                 result = StepResult.failed(f"{type(exc).__name__}: {exc}")
                 if attempt < spec.retries:
                     self.sleep(min(2.0**attempt, 10.0))
@@ -794,33 +759,66 @@ class Engine:
                 result = StepResult.failed(f"{type(exc).__name__}: {exc}")
                 break
             except Exception as exc:  # a bug in a step must fail the step, not wedge the run
-                log.exception("step %s of run %s raised", spec.id, run.id)
+                log.exception("step %s of run %s raised", spec.id, call.run.id)
                 result = StepResult.failed(f"internal error: {type(exc).__name__}: {exc}")
                 break
         assert result is not None
+        return result, ctx
+
+    def _recovered(
+        self, call: StepCall, ctx: StepContext, params: Any, exc: TransientError
+    ) -> StepResult | None:
+        """After a transient error past the intent: the recoverer's result, or None to retry."""
+        record = call.record
+        if not (call.step_type.mutating and ctx.scratch.get("intent_recorded")):
+            return None
+        if record is None or record.intent is None:
+            return None
+        recovery = self._recover(call.step_type, ctx, params, record.intent)
+        if recovery.verdict == "applied" and recovery.result is not None:
+            return recovery.result
+        if recovery.verdict == "unknown":
+            return StepResult.failed(f"{exc}; afterwards {recovery.detail}", needs_human=True)
+        return None
+
+    def _after_call(
+        self,
+        call: StepCall,
+        result: StepResult,
+        ctx: StepContext,
+        started: float,
+        guard_note: dict[str, Any],
+        target: str | None,
+    ) -> Advance:
+        """Record the step's result: waiting, needs a human, or done (cooldown started when it changed)."""
+        run, spec, record = call.run, call.spec, call.record
+        assert record is not None
         outputs = {k: dict(v) for k, v in ctx.steps.items()}  # a wait step may have refreshed some
         record.scratch = dict(ctx.scratch)
         if result.status is StepStatus.PENDING:
-            record.phase = "waiting"
-            record.output = dict(result.output)
-            record.summary = result.summary
-            run = run.model_copy(
-                update={"status": RunStatus.WAITING, "outputs": outputs, "updated_at": self.clock()}
-            )
-            pipe = self._r.pipeline(transaction=True)
-            pipe.set(self._step_key(run, spec.id), record.model_dump_json())
-            pipe.set(self.key("runbook", "run", run.id), run.model_dump_json())
-            pipe.execute()
-            return Advance(RunStatus.WAITING, recheck_after=max(0.05, result.recheck_after))
+            return self._wait(call, result, outputs)
         if result.changed and not run.dry_run and target is not None:
             self.guards.start_cooldown(spec.type, target, f"{run.id}:{spec.id}")
         if result.output.get("needs_human"):
-            self._record_only(run, spec, step_type, record, result)
+            self._record_only(call, result)
             return self._escalate(run, spec, result.summary, status=RunStatus.NEEDS_HUMAN)
         note = {"guards": guard_note} if guard_note else None
-        return self._complete(
-            run, runbook, spec, step_type, record, result, started=started, outputs=outputs, note=note
+        return self._complete(call, result, started=started, outputs=outputs, note=note)
+
+    def _wait(self, call: StepCall, result: StepResult, outputs: dict[str, dict[str, Any]]) -> Advance:
+        """A PENDING result: the step and the run wait; the same step is looked at again later."""
+        record = call.record
+        assert record is not None
+        record.phase = "waiting"
+        record.output = dict(result.output)
+        record.summary = result.summary
+        run = call.run.model_copy(
+            update={"status": RunStatus.WAITING, "outputs": outputs, "updated_at": self.clock()}
         )
+        with self.runs.transaction() as tx:
+            self._save_step(run, call.spec.id, record, tx)
+            self.runs.save_run(run.id, run.model_dump_json(), tx)
+        return Advance(RunStatus.WAITING, recheck_after=max(0.05, result.recheck_after))
 
     def _recover(
         self, step_type: StepType, ctx: StepContext, params: Any, intent: Mapping[str, Any]
@@ -833,34 +831,19 @@ class Engine:
             return Recovery("unknown", f"could not re-read the target: {exc}")
 
     # --- recording -------------------------------------------------------------------------------
-    def _record_only(
-        self,
-        run: RunRecord,
-        spec: StepSpec,
-        step_type: StepType,
-        record: StepRecord | None,
-        result: StepResult,
-    ) -> None:
+    def _record_only(self, call: StepCall, result: StepResult) -> None:
         """Store a step's final result and its timeline entry without moving the cursor."""
-        record = _finished(record, run, spec, result, self.clock())
-        pipe = self._r.pipeline(transaction=True)
-        pipe.set(self._step_key(run, spec.id), record.model_dump_json())
-        self._timeline_step(pipe, run, spec, step_type, record, result)
-        pipe.execute()
+        record = _finished(call.record, call.run, call.spec, result, self.clock())
+        with self.runs.transaction() as tx:
+            self._save_step(call.run, call.spec.id, record, tx)
+            self._timeline_step(tx, call, record, result)
 
-    def _timeline_step(
-        self,
-        pipe: redis.client.Pipeline,
-        run: RunRecord,
-        spec: StepSpec,
-        step_type: StepType,
-        record: StepRecord,
-        result: StepResult,
-    ) -> None:
+    def _timeline_step(self, tx: Transaction, call: StepCall, record: StepRecord, result: StepResult) -> None:
+        run, spec, mutating = call.run, call.spec, call.step_type.mutating
         total = len(self.runbooks[run.runbook].steps)
         mode = "dry run, " if run.dry_run else ""
         who = f", approved by {record.approved_by}" if record.approved_by else ""
-        kind = "mutating" if step_type.mutating else "read"
+        kind = "mutating" if mutating else "read"
         self.store.append_timeline(
             run.incident_id,
             "runbook_step",
@@ -872,7 +855,7 @@ class Engine:
                 "step": spec.id,
                 "index": record.index,
                 "type": spec.type,
-                "mutating": step_type.mutating,
+                "mutating": mutating,
                 "dry_run": run.dry_run,
                 "status": result.status.value,
                 "changed": result.changed,
@@ -882,16 +865,12 @@ class Engine:
                 "attempts": record.attempts,
                 "approved_by": record.approved_by,
             },
-            pipe=pipe,
+            pipe=tx,
         )
 
     def _complete(
         self,
-        run: RunRecord,
-        runbook: Runbook,
-        spec: StepSpec,
-        step_type: StepType,
-        record: StepRecord | None,
+        call: StepCall,
         result: StepResult,
         *,
         started: float | None = None,
@@ -899,12 +878,13 @@ class Engine:
         note: dict[str, Any] | None = None,
     ) -> Advance:
         """Write the step's result, timeline entry, output and the cursor move in one transaction."""
+        run, spec = call.run, call.spec
         now = self.clock()
         output = dict(result.output)
         if note:
             output.update(note)
         result = result.model_copy(update={"output": output})
-        record = _finished(record, run, spec, result, now).model_copy(
+        record = _finished(call.record, run, spec, result, now).model_copy(
             update={
                 "duration_s": round(time.monotonic() - started, 4) if started is not None else None,
                 "changed": result.changed,
@@ -912,16 +892,8 @@ class Engine:
         )
         outputs = dict(outputs if outputs is not None else run.outputs)
         outputs[spec.id] = _output(result)
-        status, reason, cursor = RunStatus.RUNNING, run.reason, run.cursor + 1
-        escalate = None
-        if result.status is StepStatus.FAILED and spec.on_failure != "continue":
-            if spec.on_failure == "escalate":
-                status, reason = RunStatus.ESCALATED, f"step {spec.id} failed: {result.summary}"
-                escalate = reason
-            else:
-                status, reason = RunStatus.FAILED, f"step {spec.id} failed: {result.summary}"
-        elif cursor >= len(runbook.steps):
-            status, reason = RunStatus.SUCCEEDED, "all steps done"
+        cursor = run.cursor + 1
+        status, reason, escalate = _next_status(spec, result, run.reason, cursor >= len(call.runbook.steps))
         run = run.model_copy(
             update={
                 "status": status,
@@ -932,15 +904,14 @@ class Engine:
                 "finished_at": now if status.terminal else None,
             }
         )
-        pipe = self._r.pipeline(transaction=True)
-        pipe.set(self._step_key(run, spec.id), record.model_dump_json())
-        pipe.set(self.key("runbook", "run", run.id), run.model_dump_json())
-        self._timeline_step(pipe, run, spec, step_type, record, result)
-        if escalate:
-            self._timeline_escalate(pipe, run, spec.id, escalate)
-        if status.terminal:
-            self._timeline_finished(pipe, run)
-        pipe.execute()
+        with self.runs.transaction() as tx:
+            self._save_step(run, spec.id, record, tx)
+            self.runs.save_run(run.id, run.model_dump_json(), tx)
+            self._timeline_step(tx, call, record, result)
+            if escalate:
+                self._timeline_escalate(tx, run, spec.id, reason)
+            if status.terminal:
+                self._timeline_finished(tx, run)
         if status.terminal:
             return Advance(status)
         return Advance(status, next_index=cursor)
@@ -957,32 +928,29 @@ class Engine:
         run = run.model_copy(
             update={"status": status, "reason": reason, "updated_at": now, "finished_at": now}
         )
-        pipe = self._r.pipeline(transaction=True)
-        pipe.set(self.key("runbook", "run", run.id), run.model_dump_json())
-        if escalate_step is not None:
-            self._timeline_escalate(pipe, run, escalate_step, reason)
-        self._timeline_finished(pipe, run)
-        pipe.execute()
+        with self.runs.transaction() as tx:
+            self.runs.save_run(run.id, run.model_dump_json(), tx)
+            if escalate_step is not None:
+                self._timeline_escalate(tx, run, escalate_step, reason)
+            self._timeline_finished(tx, run)
         return Advance(status)
 
-    def _timeline_escalate(
-        self, pipe: redis.client.Pipeline, run: RunRecord, step_id: str, reason: str
-    ) -> None:
+    def _timeline_escalate(self, tx: Transaction, run: RunRecord, step_id: str, reason: str) -> None:
         self.store.append_timeline(
             run.incident_id,
             "escalate",
             f"Runbook {run.runbook} escalates to a person: {reason}",
             {"run_id": run.id, "runbook": run.runbook, "step": step_id, "reason": reason},
-            pipe=pipe,
+            pipe=tx,
         )
 
-    def _timeline_finished(self, pipe: redis.client.Pipeline, run: RunRecord) -> None:
+    def _timeline_finished(self, tx: Transaction, run: RunRecord) -> None:
         self.store.append_timeline(
             run.incident_id,
             "runbook_finished",
             f"Runbook {run.runbook}{' (dry run)' if run.dry_run else ''} {run.status.value}: {run.reason}",
             {"run_id": run.id, "runbook": run.runbook, "status": run.status.value, "dry_run": run.dry_run},
-            pipe=pipe,
+            pipe=tx,
         )
 
     # --- inline running (CLI, tests) -------------------------------------------------------------
@@ -1031,3 +999,15 @@ def _output(result: StepResult) -> dict[str, Any]:
         "changed": result.changed,
         **result.output,
     }
+
+
+def _next_status(spec: StepSpec, result: StepResult, reason: str, last: bool) -> tuple[RunStatus, str, bool]:
+    """The run's status and reason after a step finished with *result*, and whether it escalates."""
+    if result.status is StepStatus.FAILED and spec.on_failure != "continue":
+        failed = f"step {spec.id} failed: {result.summary}"
+        if spec.on_failure == "escalate":
+            return RunStatus.ESCALATED, failed, True
+        return RunStatus.FAILED, failed, False
+    if last:
+        return RunStatus.SUCCEEDED, "all steps done", False
+    return RunStatus.RUNNING, reason, False

@@ -1,34 +1,14 @@
-"""Safety guards shared by every worker through Redis: target locks, cooldowns, a circuit breaker, controls.
+"""What the safety guards' answers mean: a verdict for one more action (decisions only, no Redis).
 
-Keys (under the store prefix):
-
-    guard:lock:<ns>/<deployment>              one mutating action per target at a time (SET NX PX + token)
-    guard:cooldown:<action>:<ns>/<deployment> set after an action; the same action waits until it expires
-    guard:actions                             sorted set of recent actions (circuit breaker window)
-
-The lock is taken first; cooldown and breaker are checked under it, and the breaker reserves its slot
-atomically in Lua, so two workers racing for the same target or the last slot cannot both act.
+The guards' state (target locks, cooldowns, the circuit breaker's window) lives in
+:mod:`bot.storage.guards`; ``Guards`` is re-exported here until the test move.
 """
 
 from __future__ import annotations
 
-import secrets
-import time
 from dataclasses import dataclass
 
-import redis
-
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-_RESERVE = """
-redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1] - ARGV[2])
-if redis.call('zcard', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('zadd', KEYS[1], ARGV[1], ARGV[4])
-redis.call('expire', KEYS[1], ARGV[2])
-return 1
-"""
+from bot.storage.guards import Guards as Guards
 
 
 @dataclass(frozen=True)
@@ -39,81 +19,13 @@ class Verdict:
     reason: str = ""
 
 
-class Guards:
-    """Locks, cooldowns and the circuit breaker in Redis."""
+def breaker_verdict(used: int, max_actions: int, window_seconds: int) -> Verdict:
+    """Whether one more action fits in the circuit breaker's window (no reservation; for dry runs, plans)."""
+    if used >= max_actions:
+        return Verdict(False, f"circuit breaker: {used} actions in the last {window_seconds}s")
+    return Verdict(True)
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        prefix: str,
-        *,
-        cooldown_seconds: int,
-        max_actions: int,
-        window_seconds: int,
-    ) -> None:
-        self._r = client
-        self._p = prefix
-        self.cooldown_seconds = cooldown_seconds
-        self.max_actions = max_actions
-        self.window_seconds = window_seconds
-        self._release = client.register_script(_RELEASE)
-        self._reserve = client.register_script(_RESERVE)
 
-    def _key(self, *parts: str) -> str:
-        return self._p + ":".join(parts)
-
-    # --- lock ------------------------------------------------------------------------------------
-    def acquire(self, target: str, ttl_seconds: float) -> str | None:
-        """Take the target's lock for at most ttl; returns a token, or None when another holds it."""
-        token = secrets.token_hex(8)
-        ok = self._r.set(self._key("guard", "lock", target), token, nx=True, px=int(ttl_seconds * 1000))
-        return token if ok else None
-
-    def release(self, target: str, token: str) -> None:
-        """Release the lock if this token still holds it."""
-        self._release(keys=[self._key("guard", "lock", target)], args=[token])
-
-    def holder(self, target: str) -> bool:
-        """Whether someone holds the target's lock."""
-        return bool(self._r.exists(self._key("guard", "lock", target)))
-
-    # --- cooldown --------------------------------------------------------------------------------
-    def cooldown_left(self, action: str, target: str) -> float:
-        """Seconds until *action* on *target* is allowed again (0: now)."""
-        ttl = self._r.pttl(self._key("guard", "cooldown", action, target))
-        return max(0.0, ttl / 1000) if ttl and ttl > 0 else 0.0
-
-    def start_cooldown(self, action: str, target: str, by: str) -> None:
-        """Record that *action* just happened on *target*."""
-        if self.cooldown_seconds > 0:
-            self._r.set(self._key("guard", "cooldown", action, target), by, ex=self.cooldown_seconds)
-
-    def cooldown_by(self, action: str, target: str) -> str | None:
-        """Who started the running cooldown."""
-        value = self._r.get(self._key("guard", "cooldown", action, target))
-        return value.decode() if isinstance(value, bytes) else value
-
-    # --- circuit breaker -------------------------------------------------------------------------
-    def reserve_action(self, label: str) -> bool:
-        """Count one action in the window; False (and nothing counted) when the breaker is tripped."""
-        now = time.time()
-        member = f"{now:.6f}:{label}:{secrets.token_hex(4)}"
-        return bool(
-            self._reserve(
-                keys=[self._key("guard", "actions")],
-                args=[now, self.window_seconds, self.max_actions, member],
-            )
-        )
-
-    def actions_in_window(self) -> int:
-        """How many actions the window holds now."""
-        key = self._key("guard", "actions")
-        self._r.zremrangebyscore(key, "-inf", time.time() - self.window_seconds)
-        return int(self._r.zcard(key))
-
-    def breaker_check(self) -> Verdict:
-        """Whether one more action fits (no reservation; for dry runs and plans)."""
-        used = self.actions_in_window()
-        if used >= self.max_actions:
-            return Verdict(False, f"circuit breaker: {used} actions in the last {self.window_seconds}s")
-        return Verdict(True)
+def breaker_check(guards: Guards) -> Verdict:
+    """The breaker's verdict on one more action, from the guards' current window."""
+    return breaker_verdict(guards.actions_in_window(), guards.max_actions, guards.window_seconds)

@@ -1,4 +1,7 @@
-"""The adapters a runbook's steps use, created lazily so a read-only run needs only what it touches."""
+"""The adapters a runbook's steps use, created lazily so a read-only run needs only what it touches.
+
+``bot.wiring`` hands in the Kubernetes and Prometheus clients, or factories that build them on first use.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, IntentMissing
 from bot.incidents.store import IncidentStore
 from bot.integrations.kube import DeploymentSummary, KubeClient, ScaleResult, UndoResult
 from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.vllm import VLLMClient, run_sync
-from bot.runbook.registry import IntentMissing
 from bot.settings import Settings
 
 if TYPE_CHECKING:
-    from bot.runbook.registry import StepContext
+    from bot.plan.steptypes import StepContext
 
 T = TypeVar("T")
 
@@ -33,18 +35,24 @@ class Services:
         kube: KubeClient | None = None,
         prometheus: PrometheusClient | None = None,
         vllm_endpoints: list[str] | None = None,
+        kube_factory: Callable[[], KubeClient] | None = None,
+        prometheus_factory: Callable[[], PrometheusClient] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self._kube = kube
         self._prometheus = prometheus
+        self._kube_factory = kube_factory
+        self._prometheus_factory = prometheus_factory
         self.vllm_endpoints = list(vllm_endpoints if vllm_endpoints is not None else settings.vllm_endpoints)
 
     @property
     def kube(self) -> KubeClient:
-        """The Kubernetes adapter (built from settings on first use)."""
+        """The Kubernetes adapter (built by the factory on first use)."""
         if self._kube is None:
-            self._kube = KubeClient.from_settings(self.settings)
+            if self._kube_factory is None:
+                raise ConfigError("no Kubernetes client was wired into the runbook services")
+            self._kube = self._kube_factory()
         return self._kube
 
     def kube_for(self, ctx: StepContext) -> GuardedKube:
@@ -52,9 +60,9 @@ class Services:
         return GuardedKube(self.kube, ctx)
 
     def prometheus(self) -> PrometheusClient | None:
-        """The Prometheus client, or None when PROMETHEUS_URL is not set."""
-        if self._prometheus is None and self.settings.prometheus_url:
-            self._prometheus = PrometheusClient.from_settings(self.settings)
+        """The Prometheus client, or None when PROMETHEUS_URL is not set (or no factory was wired)."""
+        if self._prometheus is None and self.settings.prometheus_url and self._prometheus_factory:
+            self._prometheus = self._prometheus_factory()
         return self._prometheus
 
     def vllm(self, factory: Callable[[VLLMClient], Coroutine[Any, Any, T]]) -> T:

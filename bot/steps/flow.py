@@ -10,9 +10,9 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import Field
 
-from bot.runbook.expr import compile_expr
-from bot.runbook.registry import ROOT_NAMES, StepContext, StepParams, StepResult, step
-from bot.steps import Seconds
+from bot.plan.expr import compile_expr
+from bot.plan.schema import Seconds
+from bot.plan.steptypes import ROOT_NAMES, StepContext, StepParams, StepResult, step
 
 _JINJA = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -20,11 +20,6 @@ _JINJA = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoesc
 def render_template(source: str, context: dict[str, Any]) -> str:
     """Render operator-written text in Jinja2's immutable sandbox (alert text is data, never source)."""
     return _JINJA.from_string(source).render(**context)
-
-
-def check_template(source: str) -> None:
-    """Raise jinja2.TemplateSyntaxError when *source* is not a valid template."""
-    _JINJA.parse(source)
 
 
 class ProbeParams(StepParams):

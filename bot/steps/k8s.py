@@ -14,7 +14,8 @@ from pydantic import Field, field_validator, model_validator
 
 from bot.errors import PermanentError
 from bot.integrations.kube import RESTARTED_AT, KubeNotFound, PodSummary
-from bot.runbook.registry import (
+from bot.plan.schema import Seconds
+from bot.plan.steptypes import (
     Recovery,
     StepContext,
     StepParams,
@@ -23,7 +24,6 @@ from bot.runbook.registry import (
     recoverer,
     step,
 )
-from bot.steps import Seconds
 
 MAX_LISTED = 20
 

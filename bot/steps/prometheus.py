@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from bot.runbook.registry import StepContext, StepParams, StepResult, step
+from bot.plan.steptypes import StepContext, StepParams, StepResult, step
 
 _OPS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
     "gt": (">", operator.gt),

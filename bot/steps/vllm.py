@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from bot.integrations.vllm import HealthState, MetricsSnapshot
-from bot.runbook.registry import StepContext, StepParams, StepResult, step
+from bot.plan.steptypes import StepContext, StepParams, StepResult, step
 
 
 class Endpoints(StepParams):

@@ -18,6 +18,8 @@ from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
 from bot.slack.render import ACTION_ROLLBACK_SUGGESTED
+from bot.storage.guards import Guards
+from bot.storage.runs import RunStore
 from bot.wiring import build_runtime
 from tests.rollback.conftest import NS, roll_out
 from tests.runbook.conftest import FastClock, open_incident
@@ -37,7 +39,8 @@ def test_service_down_suggests_and_the_button_requests_the_rollback(
     roll_out(sandbox)
     clock = FastClock()
     engine = Engine(
-        redis_client,
+        RunStore(redis_client, rb_settings.key_prefix),
+        Guards.from_settings(redis_client, rb_settings),
         store,
         Services(rb_settings, store, kube=kube),
         rb_settings,

@@ -12,15 +12,18 @@ from typing import Any
 import pytest
 import redis
 
+import bot.steps  # noqa: F401  (registers the shipped step types)
 from bot.controls import AutomationControls
 from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
 from bot.models import AlertmanagerWebhook, Incident
+from bot.plan.schema import load_runbooks
 from bot.runbook.engine import Engine
-from bot.runbook.schema import load_runbooks
 from bot.runbook.services import Services
 from bot.sandbox.sandbox import Sandbox, SandboxConfig
 from bot.settings import Settings
+from bot.storage.guards import Guards
+from bot.storage.runs import RunStore
 from tests.support.payloads import alert, notification
 
 
@@ -78,7 +81,8 @@ def make_engine(
         kube = kwargs.pop("kube", None) or KubeClient.from_kubeconfig(str(sandbox.kubeconfig))
         clock = clock or FastClock()
         engine = Engine(
-            client,
+            RunStore(client, s.key_prefix),
+            Guards.from_settings(client, s),
             own_store,
             Services(s, own_store, kube=kube),
             s,

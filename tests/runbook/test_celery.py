@@ -11,8 +11,8 @@ import workers.slack_tasks
 from bot import fanout, tasknames, wiring
 from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
+from bot.plan.schema import parse_runbook
 from bot.runbook.engine import RunStatus
-from bot.runbook.schema import parse_runbook
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console

@@ -11,8 +11,8 @@ from bot.controls import AutomationSwitch
 from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient, ScaleResult
 from bot.models import AlertmanagerWebhook
+from bot.plan.schema import Runbook, parse_runbook
 from bot.runbook.engine import Engine, RunStatus
-from bot.runbook.schema import Runbook, parse_runbook
 from bot.sandbox.sandbox import Sandbox
 from bot.settings import Settings
 from tests.runbook.conftest import EngineFactory, open_incident, story

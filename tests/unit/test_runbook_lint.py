@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+import bot.steps  # noqa: F401  (registers the shipped step types the linter checks against)
 from bot.cli import main
-from bot.runbook.expr import ExprError, compile_expr, render_value
-from bot.runbook.registry import StepContext, StepParams, StepResult, TargetParams, step
-from bot.runbook.schema import lint_text
+from bot.plan.expr import ExprError, compile_expr, render_value
+from bot.plan.schema import lint_text
+from bot.plan.steptypes import StepContext, StepParams, StepResult, TargetParams, step
 
 GOOD = """\
 name: ok

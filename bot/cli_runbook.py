@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import bot.steps  # noqa: F401  (registers the shipped step types: lint and plan check against them)
 from bot.errors import ConfigError
 from bot.models import AlertmanagerWebhook
-from bot.runbook.plan import MissingParameter, plan, resolve_parameters, select
-from bot.runbook.schema import lint_paths, load_runbooks
+from bot.plan.schema import lint_paths, load_runbooks
+from bot.plan.select import MissingParameter, plan, resolve_parameters, select
 from bot.settings import Settings
 from bot.severity import AlertView, classify, load_policy, most_severe_classification
 
