@@ -47,18 +47,14 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from bot.errors import InvalidTransition, PermanentError
+from bot.models import IncidentStatus
 from bot.severity import Severity
 
 DEFAULT_REOPEN_WINDOW = timedelta(seconds=1800)
 
 
-class State(enum.StrEnum):
-    """Where an incident is in its life."""
-
-    TRIGGERED = "triggered"
-    ACKNOWLEDGED = "acknowledged"
-    MITIGATING = "mitigating"
-    RESOLVED = "resolved"
+#: The incident states: the enum Incident.status holds (bot.models.IncidentStatus), by its lifecycle name.
+State = IncidentStatus
 
 
 class Event(enum.StrEnum):
