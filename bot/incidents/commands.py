@@ -2,7 +2,7 @@
 
 `IncidentCommands` is what the Slack side and PagerDuty webhooks call. `StoreIncidentCommands` implements
 it on `IncidentStore`: ack, resolve and severity go through the store's lifecycle methods (the one
-transition table in bot/incidents/lifecycle.py); the commander is a pure decision (`decide_commander`)
+transition table in bot/lifecycle.py); the commander is a pure decision (`decide_commander`)
 applied with `IncidentStore.mutate`. Every change writes one timeline entry (kinds ``acknowledged``,
 ``resolved``, ``severity_changed``, ``commander_set``) whose data carries ``actor``.
 """

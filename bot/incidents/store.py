@@ -41,7 +41,17 @@ from redis.exceptions import LockError, RedisError, WatchError
 from bot.controls import MaintenanceWindows
 from bot.errors import PermanentError, TransientError
 from bot.incidents.events import EventLog, incident_fields
-from bot.incidents.intake import (
+from bot.incidents.timers import (
+    ESCALATE,
+    TimerQueue,
+    TimerRef,
+    arm,
+    disarm,
+    pause_escalation,
+    replan_for_level,
+    resume_escalation,
+)
+from bot.intake import (
     AUTOMATION_ACTOR,
     Classifier,
     Decision,
@@ -52,23 +62,13 @@ from bot.incidents.intake import (
     policy_classifier,
     severity_entry,
 )
-from bot.incidents.lifecycle import (
+from bot.lifecycle import (
     DEFAULT_REOPEN_WINDOW,
     Event,
     SeverityChange,
     automatic_severity_change,
     manual_severity_change,
     transition,
-)
-from bot.incidents.timers import (
-    ESCALATE,
-    TimerQueue,
-    TimerRef,
-    arm,
-    disarm,
-    pause_escalation,
-    replan_for_level,
-    resume_escalation,
 )
 from bot.models import (
     AlertmanagerWebhook,

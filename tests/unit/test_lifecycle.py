@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.errors import InvalidTransition, PermanentError
-from bot.incidents.lifecycle import (
+from bot.lifecycle import (
     DEFAULT_REOPEN_WINDOW,
     Event,
     SeverityChangeRefused,

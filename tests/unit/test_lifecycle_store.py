@@ -10,8 +10,8 @@ import redis
 
 from bot.controls import MaintenanceWindows
 from bot.errors import InvalidTransition, PermanentError
-from bot.incidents.lifecycle import SeverityChangeRefused
 from bot.incidents.store import IncidentStore
+from bot.lifecycle import SeverityChangeRefused
 from bot.models import IncidentStatus, Severity
 from bot.settings import get_settings
 from tests.support.lifecycle import CONFIG, Clock, firing, make_store, resolved, send

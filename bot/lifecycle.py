@@ -1,0 +1,214 @@
+"""Incident lifecycle: one table of allowed transitions, and the severity-change rules.
+
+Sans-I/O, in the manner of h11: the caller loads the incident, asks :func:`transition` for the next
+state, and saves it. Nothing here reads a clock, Redis or the settings; times and the reopen window
+are arguments.
+
+States and events (``TRANSITIONS`` is the whole truth; this drawing is a reading aid)::
+
+                 ack                start_mitigation
+    TRIGGERED ─────────▶ ACKNOWLEDGED ─────────────▶ MITIGATING
+        ▲   ◀─────────       │   ◀──────────────────     │
+        │     unack          │      stop_mitigation      │
+        │                    │ resolve                   │ resolve
+        │ reopen             ▼                           │
+        └──────────────── RESOLVED ◀─────────────────────┘
+          (within the      ▲
+          reopen window)   └── resolve (from TRIGGERED too)
+
+Decisions:
+
+* **Reopened is a transition, not a state.** ``reopen`` takes a RESOLVED incident back to
+  TRIGGERED. A reopened incident needs exactly what a new one needs (acknowledgement, escalation
+  timers, runbooks), so a separate REOPENED state would duplicate every edge of TRIGGERED. That it
+  was reopened is history: the store keeps it in the timeline (and a reopen count).
+* ``reopen`` is allowed only while ``now - resolved_at <= reopen_window`` (REOPEN_WINDOW_SECONDS,
+  default 1800 s). Later, the caller opens a new incident instead.
+* ``start_mitigation`` needs an owner, so it is allowed from ACKNOWLEDGED only. Automated runbook
+  steps on an unacknowledged incident are timeline entries and leave it TRIGGERED, so escalation
+  still fires if automation does not fix it.
+* ``unack`` (a PagerDuty acknowledgement timeout, a responder handing back) returns ACKNOWLEDGED to
+  TRIGGERED; ``stop_mitigation`` returns MITIGATING to ACKNOWLEDGED (still owned).
+* There are no self-loops: a duplicate ``ack`` or ``resolve`` raises
+  :class:`~bot.errors.InvalidTransition`. Redelivered webhooks are deduplicated before they get
+  here; a caller that wants "already done" to be a no-op checks :func:`is_allowed` first.
+
+Severity changes: a person may raise or lower the level, and must say who and why
+(:func:`manual_severity_change`); automation may only raise it, and only while the incident is open
+and its alert still firing (:func:`automatic_severity_change`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import MappingProxyType
+
+from bot.errors import InvalidTransition, PermanentError
+from bot.models import IncidentStatus
+from bot.severity import Severity
+
+DEFAULT_REOPEN_WINDOW = timedelta(seconds=1800)
+
+
+#: The incident states: the enum Incident.status holds (bot.models.IncidentStatus), by its lifecycle name.
+State = IncidentStatus
+
+
+class Event(enum.StrEnum):
+    """Something that happened to an incident and may move it to another state."""
+
+    ACK = "ack"
+    UNACK = "unack"
+    START_MITIGATION = "start_mitigation"
+    STOP_MITIGATION = "stop_mitigation"
+    RESOLVE = "resolve"
+    REOPEN = "reopen"
+
+
+TRANSITIONS: Mapping[tuple[State, Event], State] = MappingProxyType(
+    {
+        (State.TRIGGERED, Event.ACK): State.ACKNOWLEDGED,
+        (State.TRIGGERED, Event.RESOLVE): State.RESOLVED,
+        (State.ACKNOWLEDGED, Event.UNACK): State.TRIGGERED,
+        (State.ACKNOWLEDGED, Event.START_MITIGATION): State.MITIGATING,
+        (State.ACKNOWLEDGED, Event.RESOLVE): State.RESOLVED,
+        (State.MITIGATING, Event.STOP_MITIGATION): State.ACKNOWLEDGED,
+        (State.MITIGATING, Event.RESOLVE): State.RESOLVED,
+        (State.RESOLVED, Event.REOPEN): State.TRIGGERED,
+    }
+)
+"""Every allowed (state, event) pair and the state it leads to. Anything absent is forbidden."""
+
+OPEN_STATES: frozenset[State] = frozenset({State.TRIGGERED, State.ACKNOWLEDGED, State.MITIGATING})
+
+
+class SeverityChangeRefused(PermanentError):
+    """A severity change that the rules do not allow (missing who/why, or no change)."""
+
+
+def _coerce_state(state: State | str) -> State:
+    try:
+        return State(state)
+    except ValueError:
+        names = ", ".join(s.value for s in State)
+        raise InvalidTransition(f"unknown incident state {state!r}: states are {names}") from None
+
+
+def _coerce_event(event: Event | str) -> Event:
+    try:
+        return Event(event)
+    except ValueError:
+        names = ", ".join(e.value for e in Event)
+        raise InvalidTransition(f"unknown incident event {event!r}: events are {names}") from None
+
+
+def allowed_events(state: State | str) -> tuple[Event, ...]:
+    """The events allowed in *state*, in the order Event declares them."""
+    current = _coerce_state(state)
+    return tuple(e for e in Event if (current, e) in TRANSITIONS)
+
+
+def is_allowed(state: State | str, event: Event | str) -> bool:
+    """Whether the table allows *event* in *state* (the reopen window is not checked)."""
+    return (_coerce_state(state), _coerce_event(event)) in TRANSITIONS
+
+
+def is_open(state: State | str) -> bool:
+    """Whether an incident in *state* is still open (not resolved)."""
+    return _coerce_state(state) in OPEN_STATES
+
+
+def _require_aware(name: str, value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got {value.isoformat()}")
+
+
+def _fmt_minutes(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+def transition(
+    state: State | str,
+    event: Event | str,
+    *,
+    now: datetime | None = None,
+    resolved_at: datetime | None = None,
+    reopen_window: timedelta = DEFAULT_REOPEN_WINDOW,
+    incident_id: str | None = None,
+) -> State:
+    """The state after *event* in *state*; raises InvalidTransition when the table forbids it."""
+    current = _coerce_state(state)
+    happened = _coerce_event(event)
+    subject = incident_id or "incident"
+    target = TRANSITIONS.get((current, happened))
+    if target is None:
+        allowed = ", ".join(e.value for e in allowed_events(current)) or "none"
+        raise InvalidTransition(
+            f"cannot {happened.value} {subject} in state {current.value}: allowed events are {allowed}"
+        )
+    if happened is Event.REOPEN:
+        if now is None or resolved_at is None:
+            raise ValueError("reopen needs both now and resolved_at to check the reopen window")
+        _require_aware("now", now)
+        _require_aware("resolved_at", resolved_at)
+        elapsed = max(now - resolved_at, timedelta(0))
+        if elapsed > reopen_window:
+            raise InvalidTransition(
+                f"cannot reopen {subject}: it was resolved {_fmt_minutes(elapsed)} ago, beyond the "
+                f"{_fmt_minutes(reopen_window)} reopen window; open a new incident instead"
+            )
+    return target
+
+
+@dataclass(frozen=True)
+class SeverityChange:
+    """An accepted change of an incident's severity, ready for the timeline and audit stream."""
+
+    old: Severity
+    new: Severity
+    by: str
+    reason: str
+    automatic: bool
+
+    @property
+    def raised(self) -> bool:
+        """Whether the change makes the incident more severe."""
+        return self.new.outranks(self.old)
+
+    def describe(self) -> str:
+        """One line for the timeline, e.g. "P2 -> P1 by alice: error rate doubled"."""
+        return f"{self.old.value} -> {self.new.value} by {self.by}: {self.reason}"
+
+
+def manual_severity_change(current: Severity, new: Severity, *, who: str, why: str) -> SeverityChange:
+    """A person's change (raise or lower); raises SeverityChangeRefused without who/why or change."""
+    if not who.strip():
+        raise SeverityChangeRefused("a manual severity change must say who made it")
+    if not why.strip():
+        raise SeverityChangeRefused(
+            f"{who.strip()} must give a reason to change severity {current.value} -> {new.value}"
+        )
+    if new is current:
+        raise SeverityChangeRefused(f"severity is already {current.value}")
+    return SeverityChange(old=current, new=new, by=who.strip(), reason=why.strip(), automatic=False)
+
+
+def automatic_severity_change(
+    current: Severity,
+    proposed: Severity,
+    *,
+    state: State | str,
+    firing: bool,
+    reason: str,
+    by: str = "incident-bot",
+) -> SeverityChange | None:
+    """An automatic change if *proposed* is higher and the incident is open and firing, else None."""
+    if not firing or not is_open(state) or not proposed.outranks(current):
+        return None
+    return SeverityChange(old=current, new=proposed, by=by, reason=reason, automatic=True)
