@@ -12,7 +12,7 @@ Key layout (all under the configured prefix, ``ib:`` by default):
     lock:group:<gid>            short lock so two workers never change one group's incidents at once
     stats:tasks                 hash "<task>:<outcome>" -> count, read by /metrics
     timers, timers:claimed      escalation and reminder timers (see bot.incidents.timers)
-    events                      notification events stream (see bot.incidents.events)
+    events                      notification events stream (see bot.storage.events)
     gstate:<gid>                the group's last notified status (firing/resolved), for flap counting
     flap:<gid>                  sorted set of the group's recent state changes (score = time)
     flapping:<gid>              set while the group flaps; expires after FLAP_WINDOW without changes
@@ -38,9 +38,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 from redis.exceptions import LockError, RedisError, WatchError
 
-from bot.controls import MaintenanceWindows
 from bot.errors import PermanentError, TransientError
-from bot.incidents.events import EventLog, incident_fields
 from bot.incidents.timers import (
     ESCALATE,
     TimerQueue,
@@ -81,6 +79,8 @@ from bot.models import (
 )
 from bot.settings import Settings, get_settings
 from bot.severity import LevelSpec, SeverityPolicy, load_policy
+from bot.storage.controls import MaintenanceWindows
+from bot.storage.events import EventLog, incident_fields
 
 log = logging.getLogger(__name__)
 
