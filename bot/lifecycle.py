@@ -36,6 +36,10 @@ Decisions:
 Severity changes: a person may raise or lower the level, and must say who and why
 (:func:`manual_severity_change`); automation may only raise it, and only while the incident is open
 and its alert still firing (:func:`automatic_severity_change`).
+
+Timers: when an incident's next escalation and status reminder are due (:func:`arm`, :func:`disarm`,
+:func:`pause_escalation`, :func:`resume_escalation`, :func:`replan_for_level`); bot.storage.timers mirrors
+them (:func:`wanted`) into the sorted set that beat polls.
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from bot.errors import InvalidTransition, PermanentError
-from bot.models import IncidentStatus
-from bot.severity import Severity
+from bot.models import Incident, IncidentStatus
+from bot.severity import LevelSpec, Severity
 
 DEFAULT_REOPEN_WINDOW = timedelta(seconds=1800)
 
@@ -212,3 +216,102 @@ def automatic_severity_change(
     if not firing or not is_open(state) or not proposed.outranks(current):
         return None
     return SeverityChange(old=current, new=proposed, by=by, reason=reason, automatic=True)
+
+
+# --- timers: when an incident's next escalation and reminder are due (bot.storage.timers keeps them) -----
+
+ESCALATE = "escalate"
+REMIND = "remind"
+KINDS = (ESCALATE, REMIND)
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class TimerRef:
+    """A parsed timer member."""
+
+    kind: str
+    incident_id: str
+    due_ms: int
+
+    @property
+    def member(self) -> str:
+        """The sorted-set member naming this timer."""
+        return f"{self.kind}|{self.incident_id}|{self.due_ms}"
+
+    @classmethod
+    def parse(cls, member: str) -> TimerRef:
+        """Parse a member; ValueError if it is not one of ours."""
+        parts = str(member).split("|")
+        if len(parts) != 3:
+            raise ValueError(f"not a timer member: {member!r}")
+        kind, incident_id, due = parts
+        if kind not in KINDS:
+            raise ValueError(f"unknown timer kind {kind!r}")
+        return cls(kind, incident_id, int(due))
+
+    @classmethod
+    def of(cls, kind: str, incident_id: str, due: datetime) -> TimerRef:
+        """The timer of *kind* for an incident due at *due*."""
+        return cls(kind, incident_id, _ms(due))
+
+    def is_current(self, incident: Incident) -> bool:
+        """Whether the incident still wants exactly this timer (not acked, rescheduled or resolved)."""
+        due = incident.escalation_due if self.kind == ESCALATE else incident.next_reminder_at
+        return due is not None and _ms(due) == self.due_ms
+
+
+def arm(incident: Incident, level: LevelSpec, now: datetime, *, max_levels: int) -> Incident:
+    """Timers of a freshly (re)triggered incident: escalation and, if its level has them, reminders."""
+    if incident.in_maintenance or incident.status is not IncidentStatus.TRIGGERED:
+        return disarm(incident)
+    escalation = now + level.escalation if incident.escalation_level < max_levels else None
+    reminder = now + level.status_update_every if level.status_update_every else None
+    return incident.model_copy(update={"escalation_due": escalation, "next_reminder_at": reminder})
+
+
+def disarm(incident: Incident) -> Incident:
+    """No timers (resolved, or in maintenance)."""
+    return incident.model_copy(update={"escalation_due": None, "next_reminder_at": None})
+
+
+def pause_escalation(incident: Incident) -> Incident:
+    """An acknowledged incident does not escalate; its reminders go on."""
+    return incident.model_copy(update={"escalation_due": None})
+
+
+def resume_escalation(incident: Incident, level: LevelSpec, now: datetime, *, max_levels: int) -> Incident:
+    """Back to triggered (unack): escalation runs again from now."""
+    if incident.in_maintenance or incident.escalation_level >= max_levels:
+        return incident
+    return incident.model_copy(update={"escalation_due": now + level.escalation})
+
+
+def replan_for_level(incident: Incident, level: LevelSpec, now: datetime) -> Incident:
+    """Timers after a severity change: escalation no later than the new deadline, the new reminders."""
+    if incident.in_maintenance or not incident.is_open:
+        return disarm(incident)
+    update: dict[str, object] = {}
+    if incident.escalation_due is not None:
+        update["escalation_due"] = min(incident.escalation_due, now + level.escalation)
+    every = level.status_update_every
+    if every is None:
+        update["next_reminder_at"] = None
+    elif incident.next_reminder_at is None:
+        update["next_reminder_at"] = now + every
+    else:
+        update["next_reminder_at"] = min(incident.next_reminder_at, now + every)
+    return incident.model_copy(update=update)
+
+
+def wanted(incident: Incident) -> set[TimerRef]:
+    """The timers the sorted set should hold for *incident*."""
+    out = set()
+    if incident.escalation_due is not None:
+        out.add(TimerRef.of(ESCALATE, incident.id, incident.escalation_due))
+    if incident.next_reminder_at is not None:
+        out.add(TimerRef.of(REMIND, incident.id, incident.next_reminder_at))
+    return out

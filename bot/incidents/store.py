@@ -11,7 +11,7 @@ Key layout (all under the configured prefix, ``ib:`` by default):
     delivery:<idempotency key>  set once a notification has been applied (expires after DEDUP_TTL)
     lock:group:<gid>            short lock so two workers never change one group's incidents at once
     stats:tasks                 hash "<task>:<outcome>" -> count, read by /metrics
-    timers, timers:claimed      escalation and reminder timers (see bot.incidents.timers)
+    timers, timers:claimed      escalation and reminder timers (see bot.storage.timers)
     events                      notification events stream (see bot.storage.events)
     gstate:<gid>                the group's last notified status (firing/resolved), for flap counting
     flap:<gid>                  sorted set of the group's recent state changes (score = time)
@@ -39,16 +39,6 @@ import redis
 from redis.exceptions import LockError, RedisError, WatchError
 
 from bot.errors import PermanentError, TransientError
-from bot.incidents.timers import (
-    ESCALATE,
-    TimerQueue,
-    TimerRef,
-    arm,
-    disarm,
-    pause_escalation,
-    replan_for_level,
-    resume_escalation,
-)
 from bot.intake import (
     AUTOMATION_ACTOR,
     Classifier,
@@ -62,10 +52,17 @@ from bot.intake import (
 )
 from bot.lifecycle import (
     DEFAULT_REOPEN_WINDOW,
+    ESCALATE,
     Event,
     SeverityChange,
+    TimerRef,
+    arm,
     automatic_severity_change,
+    disarm,
     manual_severity_change,
+    pause_escalation,
+    replan_for_level,
+    resume_escalation,
     transition,
 )
 from bot.models import (
@@ -81,6 +78,7 @@ from bot.settings import Settings, get_settings
 from bot.severity import LevelSpec, SeverityPolicy, load_policy
 from bot.storage.controls import MaintenanceWindows
 from bot.storage.events import EventLog, incident_fields
+from bot.storage.timers import TimerQueue
 
 log = logging.getLogger(__name__)
 

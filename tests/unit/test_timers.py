@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from bot.incidents.store import IncidentStore
-from bot.incidents.timers import TimerRef
+from bot.lifecycle import TimerRef
 from bot.models import IncidentStatus
 from bot.settings import get_settings
 from bot.storage.controls import MaintenanceWindows
