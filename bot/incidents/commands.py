@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from bot.errors import InvalidTransition, PermanentError
-from bot.incidents.store import IncidentStore
 from bot.models import Incident, IncidentStatus, Severity
+from bot.storage.incidents import IncidentStore
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
 

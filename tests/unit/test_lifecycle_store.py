@@ -9,11 +9,11 @@ import pytest
 import redis
 
 from bot.errors import InvalidTransition, PermanentError
-from bot.incidents.store import IncidentStore
 from bot.lifecycle import SeverityChangeRefused
 from bot.models import IncidentStatus, Severity
 from bot.settings import get_settings
 from bot.storage.controls import MaintenanceWindows
+from bot.storage.incidents import IncidentStore
 from tests.support.lifecycle import CONFIG, Clock, firing, make_store, resolved, send
 
 PREFIX = get_settings().key_prefix

@@ -1,0 +1,814 @@
+"""Incidents in Redis: one open incident per Alertmanager group, with an append-only timeline.
+
+Key layout (all under the configured prefix, ``ib:`` by default):
+
+    seq                         INCR counter behind INC-0001, INC-0002, …
+    inc:<id>                    the incident as JSON
+    inc:<id>:timeline           Redis Stream, one entry per event (append-only)
+    group:<gid>                 id of the group's latest incident (gid = sha256(groupKey)[:32])
+    incidents                   sorted set of ids by creation time
+    open                        hash id -> severity of the incidents not yet resolved
+    delivery:<idempotency key>  set once a notification has been applied (expires after DEDUP_TTL)
+    lock:group:<gid>            short lock so two workers never change one group's incidents at once
+    stats:tasks                 hash "<task>:<outcome>" -> count, read by /metrics
+    timers, timers:claimed      escalation and reminder timers (see bot.storage.timers)
+    events                      notification events stream (see bot.storage.events)
+    gstate:<gid>                the group's last notified status (firing/resolved), for flap counting
+    flap:<gid>                  sorted set of the group's recent state changes (score = time)
+    flapping:<gid>              set while the group flaps; expires after FLAP_WINDOW without changes
+    flapping                    sorted set gid -> when the group last started flapping (for the report)
+    flapping:groups             hash gid -> group key
+
+Exactly-once effects: the state change, its timeline entries, its events, its timers and the ``delivery``
+marker are written in one MULTI/EXEC under the group lock, so a task redelivered after a crash either finds
+the marker (and does nothing) or finds no trace of the first attempt (and does it all). Lifecycle events
+(ack, resolve, …), severity changes and timers take the same group lock and also WATCH the incident key, so
+a lock that expired mid-change makes the write fail (and the caller retry) rather than overwrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import redis
+from redis.exceptions import LockError, RedisError, WatchError
+
+from bot.errors import PermanentError, TransientError
+from bot.intake import (
+    AUTOMATION_ACTOR,
+    Classifier,
+    Decision,
+    Entry,
+    MaintenanceMark,
+    Outcome,
+    decide,
+    policy_classifier,
+    severity_entry,
+)
+from bot.lifecycle import (
+    DEFAULT_REOPEN_WINDOW,
+    ESCALATE,
+    Event,
+    SeverityChange,
+    TimerRef,
+    arm,
+    automatic_severity_change,
+    disarm,
+    manual_severity_change,
+    pause_escalation,
+    replan_for_level,
+    resume_escalation,
+    transition,
+)
+from bot.models import (
+    AlertmanagerWebhook,
+    AlertStatus,
+    Incident,
+    IncidentStatus,
+    Severity,
+    TimelineEntry,
+    group_id,
+)
+from bot.settings import Settings, get_settings
+from bot.severity import LevelSpec, SeverityPolicy, load_policy
+from bot.storage.controls import MaintenanceWindows
+from bot.storage.events import EventLog, incident_fields
+from bot.storage.timers import TimerQueue
+
+log = logging.getLogger(__name__)
+
+#: Timeline kind written for each lifecycle event.
+EVENT_KINDS: dict[Event, str] = {
+    Event.ACK: "acknowledged",
+    Event.UNACK: "unacknowledged",
+    Event.START_MITIGATION: "mitigation_started",
+    Event.STOP_MITIGATION: "mitigation_stopped",
+    Event.RESOLVE: "resolved",
+    Event.REOPEN: "reopened",
+}
+
+#: How long a group's last status is remembered without news (for flap counting).
+GROUP_STATE_TTL = int(timedelta(days=7).total_seconds())
+
+
+class IncidentNotFound(PermanentError):
+    """No incident has that id."""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What applying one notification did."""
+
+    outcome: Outcome | str
+    incident_id: str | None
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    """The lifecycle settings the store applies (reopen window, flapping, escalation, events)."""
+
+    reopen_window: timedelta = DEFAULT_REOPEN_WINDOW
+    flap_threshold: int = 4
+    flap_window: timedelta = timedelta(hours=1)
+    escalation_max_levels: int = 3
+    timer_lease_seconds: float = 60.0
+    events_maxlen: int = 100_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LifecycleConfig:
+        """The configuration the settings describe."""
+        return cls(
+            reopen_window=settings.reopen_window,
+            flap_threshold=settings.flap_threshold,
+            flap_window=settings.flap_window,
+            escalation_max_levels=settings.escalation_max_levels,
+            timer_lease_seconds=settings.timer_lease_seconds,
+            events_maxlen=settings.events_maxlen,
+        )
+
+
+@dataclass(frozen=True)
+class FlapState:
+    """A group's flapping bookkeeping as seen by one notification."""
+
+    is_change: bool
+    changes: int
+    was_flapping: bool
+
+    def flapping(self, threshold: int) -> bool:
+        """Whether the group flaps once this notification is counted."""
+        return self.was_flapping or self.changes > threshold
+
+
+@dataclass(frozen=True)
+class FlappingGroup:
+    """A group that started flapping at some time."""
+
+    gid: str
+    group_key: str
+    since: datetime
+    flapping_now: bool
+
+
+@dataclass
+class _Change:
+    """What one locked mutation writes besides the incident itself."""
+
+    entries: list[Entry] = field(default_factory=list)
+    events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+
+
+def _t(value: object) -> str:
+    """Redis replies as text (the client may return bytes or str)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def format_incident_id(n: int) -> str:
+    """The readable id for sequence number n (INC-0042)."""
+    return f"INC-{n:04d}"
+
+
+class IncidentStore:
+    """Reads and writes incidents and their timelines in Redis."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "ib:",
+        dedup_ttl: int = 86_400,
+        classify: Classifier | None = None,
+        policy: SeverityPolicy | None = None,
+        config: LifecycleConfig | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._r = client
+        self._p = prefix
+        self._dedup_ttl = dedup_ttl
+        self.policy = policy or load_policy(get_settings().severity_policy)
+        self._classify = classify or policy_classifier(self.policy)
+        self.config = config or LifecycleConfig.from_settings(get_settings())
+        self._clock = clock
+        self.timers = TimerQueue(client, prefix)
+        self.events = EventLog(client, prefix, maxlen=self.config.events_maxlen)
+        self.maintenance = MaintenanceWindows(client, prefix, clock=clock)
+
+    @property
+    def redis_client(self) -> redis.Redis:
+        """The Redis client this store uses (for modules keeping state beside incidents)."""
+        return self._r
+
+    # --- keys ----------------------------------------------------------------------------------
+    def key(self, *parts: str) -> str:
+        """A Redis key under this store's prefix."""
+        return self._p + ":".join(parts)
+
+    def now(self) -> datetime:
+        """The store's clock."""
+        return self._clock()
+
+    def _level(self, severity: Severity) -> LevelSpec:
+        return self.policy.level(severity)
+
+    @contextlib.contextmanager
+    def _group_lock(self, gid: str, what: str) -> Iterator[None]:
+        lock = self._r.lock(self.key("lock", "group", gid), timeout=30, blocking_timeout=10)
+        if not lock.acquire():
+            raise TransientError(f"{what} is busy in another worker; will retry")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(LockError):  # expired: the MULTI/EXEC was still atomic
+                lock.release()
+
+    # --- notifications -------------------------------------------------------------------------
+    def apply_notification(self, webhook: AlertmanagerWebhook, delivery_key: str) -> ApplyResult:
+        """Apply one Alertmanager notification exactly once; redeliveries return outcome 'duplicate'."""
+        gid = group_id(webhook.groupKey)
+        try:
+            already = self._r.get(self.key("delivery", delivery_key))
+            if already is not None:
+                return ApplyResult("duplicate", _t(already) or None)
+            # Classify before taking the group lock: with live signals this queries Prometheus, and a slow
+            # Prometheus must not hold up the group's other deliveries.
+            classified = self._classify(webhook) if webhook.status is AlertStatus.FIRING else None
+            with self._group_lock(gid, f"group {gid}"):
+                return self._apply_locked(webhook, delivery_key, gid, classified)
+        except RedisError as exc:
+            raise TransientError(f"redis error while applying notification: {exc}") from exc
+
+    def _apply_locked(
+        self,
+        webhook: AlertmanagerWebhook,
+        delivery_key: str,
+        gid: str,
+        classified: tuple[Severity, str] | None,
+    ) -> ApplyResult:
+        done_key = self.key("delivery", delivery_key)
+        already = self._r.get(done_key)
+        if already is not None:
+            return ApplyResult("duplicate", _t(already) or None)
+
+        current_id = self._r.get(self.key("group", gid))
+        current = self.get(_t(current_id)) if current_id else None
+        now = self._clock()
+        flap = self._flap_state(gid, webhook.status, now)
+        flapping = flap.flapping(self.config.flap_threshold)
+        mark = None
+        if current is None or not current.is_open:
+            mark = self._maintenance_mark(
+                [a.labels for a in webhook.alerts if a.status is AlertStatus.FIRING]
+            )
+        decision = decide(
+            current,
+            webhook,
+            now=now,
+            new_id=self._next_id,
+            classify=(lambda _webhook: classified) if classified is not None else self._classify,
+            reopen_window=self.config.reopen_window,
+            flapping=flapping,
+            maintenance=mark,
+        )
+        incident = self._plan_timers(current, decision, now)
+
+        pipe = self._r.pipeline(transaction=True)
+        if incident is not None:
+            before = current if current is not None and current.id == incident.id else None
+            pipe.set(self.key("inc", incident.id), incident.model_dump_json())
+            pipe.set(self.key("group", gid), incident.id)
+            if decision.outcome is Outcome.CREATED:
+                pipe.zadd(self.key("incidents"), {incident.id: incident.created_at.timestamp()})
+            self._index_open(pipe, incident)
+            for entry in decision.entries:
+                self._xadd(pipe, incident.id, entry.kind, entry.message, entry.data, now)
+            self.timers.sync(pipe, before, incident)
+            for type_, extra in self._notification_events(decision, incident):
+                self.events.add(
+                    pipe, type_, now, incident_fields(incident, page=self._pages(incident)) | extra
+                )
+        target = incident or current
+        self._record_flap(pipe, gid, webhook, delivery_key, flap, flapping, target, now)
+        result_id = incident.id if incident else (current.id if current else "")
+        if decision.outcome is not Outcome.FLAPPING:
+            # A suppressed firing leaves no marker: Alertmanager's next repeat of it is looked at again,
+            # and opens the incident once the group has settled.
+            pipe.set(done_key, result_id, ex=self._dedup_ttl)
+        pipe.execute()
+        return ApplyResult(decision.outcome, result_id or None)
+
+    def _plan_timers(self, current: Incident | None, decision: Decision, now: datetime) -> Incident | None:
+        incident = decision.incident
+        if incident is None:
+            return None
+        level = self._level(incident.severity)
+        max_levels = self.config.escalation_max_levels
+        if decision.outcome in (Outcome.CREATED, Outcome.REOPENED):
+            return arm(incident, level, now, max_levels=max_levels)
+        if decision.outcome is Outcome.RESOLVED:
+            return disarm(incident)
+        if decision.severity_change is not None:
+            return replan_for_level(incident, level, now)
+        return incident
+
+    def _notification_events(
+        self, decision: Decision, incident: Incident
+    ) -> list[tuple[str, dict[str, object]]]:
+        out: list[tuple[str, dict[str, object]]] = []
+        if decision.outcome is Outcome.REOPENED:
+            out.append(("reopened", {"reopened_count": incident.reopened_count}))
+        if decision.severity_change is not None:
+            out.append(("severity_changed", _severity_event(decision.severity_change)))
+        if decision.outcome is Outcome.RESOLVED:
+            out.append(("postmortem_ready", {"command": f"incident-bot incidents postmortem {incident.id}"}))
+        return out
+
+    def _pages(self, incident: Incident) -> bool:
+        return self._level(incident.severity).page
+
+    def _maintenance_mark(self, label_sets: Sequence[dict[str, str]]) -> MaintenanceMark | None:
+        window = self.maintenance.covering(label_sets)
+        if window is None:
+            return None
+        return MaintenanceMark(window.id, window.reason, window.created_by)
+
+    # --- flapping ------------------------------------------------------------------------------
+    def _flap_state(self, gid: str, status: AlertStatus, now: datetime) -> FlapState:
+        last = self._r.get(self.key("gstate", gid))
+        is_change = status.value != (_t(last) if last is not None else AlertStatus.RESOLVED.value)
+        since = (now - self.config.flap_window).timestamp()
+        recent = int(self._r.zcount(self.key("flap", gid), f"({since}", "+inf"))
+        was = bool(self._r.exists(self.key("flapping", gid)))
+        return FlapState(is_change=is_change, changes=recent + int(is_change), was_flapping=was)
+
+    def _record_flap(
+        self,
+        pipe: redis.client.Pipeline,
+        gid: str,
+        webhook: AlertmanagerWebhook,
+        delivery_key: str,
+        flap: FlapState,
+        flapping: bool,
+        target: Incident | None,
+        now: datetime,
+    ) -> None:
+        window = int(self.config.flap_window.total_seconds())
+        pipe.set(self.key("gstate", gid), webhook.status.value, ex=GROUP_STATE_TTL)
+        if not flap.is_change:
+            return
+        flap_key = self.key("flap", gid)
+        pipe.zadd(flap_key, {f"{now.isoformat()}:{delivery_key[:16]}": now.timestamp()})
+        pipe.zremrangebyscore(flap_key, "-inf", (now - self.config.flap_window).timestamp())
+        pipe.expire(flap_key, window)
+        if not flapping:
+            return
+        if flap.was_flapping:
+            pipe.expire(self.key("flapping", gid), window)  # settles only after a quiet window
+            return
+        info = {"group_key": webhook.groupKey, "since": now.isoformat(), "changes": flap.changes}
+        pipe.set(self.key("flapping", gid), json.dumps(info), ex=window)
+        pipe.zadd(self.key("flapping"), {gid: now.timestamp()})
+        pipe.hset(self.key("flapping", "groups"), gid, webhook.groupKey)
+        message = (
+            f"Group is flapping: {flap.changes} fire/resolve changes within "
+            f"{window // 60} min (threshold {self.config.flap_threshold}). No new incidents or actions "
+            f"until it has been quiet for {window // 60} min."
+        )
+        data: dict[str, object] = {
+            "actor": AUTOMATION_ACTOR,
+            "changes": flap.changes,
+            "window_seconds": window,
+            "threshold": self.config.flap_threshold,
+        }
+        fields: dict[str, object] = {"group_key": webhook.groupKey, "incident_id": None} | data
+        if target is not None:
+            self._xadd(pipe, target.id, "flapping", message, data, now)
+            fields = incident_fields(target, page=False) | data
+        self.events.add(pipe, "flapping", now, fields)
+
+    def is_flapping(self, group_key: str) -> bool:
+        """Whether the group is flapping now (no new incidents or actions for it)."""
+        return bool(self._r.exists(self.key("flapping", group_id(group_key))))
+
+    def flapping_groups(self, since: datetime | None = None) -> list[FlappingGroup]:
+        """Groups that started flapping at or after *since* (all remembered ones without it)."""
+        low = since.timestamp() if since else "-inf"
+        rows = self._r.zrangebyscore(self.key("flapping"), low, "+inf", withscores=True)
+        out = []
+        for row in rows:
+            gid, score = _t(row[0]), float(row[1])
+            key = self._r.hget(self.key("flapping", "groups"), gid)
+            out.append(
+                FlappingGroup(
+                    gid=gid,
+                    group_key=_t(key) if key is not None else "",
+                    since=datetime.fromtimestamp(score, UTC),
+                    flapping_now=bool(self._r.exists(self.key("flapping", gid))),
+                )
+            )
+        return out
+
+    # --- lifecycle events and severity changes ------------------------------------------------
+    def apply_event(self, incident_id: str, event: Event | str, *, actor: str, note: str = "") -> Incident:
+        """Apply a lifecycle event (ack, resolve, …) by *actor*; InvalidTransition leaves it unchanged."""
+        who = actor.strip()
+        if not who:
+            raise PermanentError("a lifecycle change must say who made it")
+
+        def change(current: Incident, now: datetime) -> tuple[Incident, _Change]:
+            target = transition(
+                current.status.value,
+                event,
+                now=now,
+                resolved_at=current.resolved_at,
+                reopen_window=self.config.reopen_window,
+                incident_id=current.id,
+            )
+            happened = Event(event)
+            level = self._level(current.severity)
+            max_levels = self.config.escalation_max_levels
+            updated = current.model_copy(update={"status": IncidentStatus(target.value), "updated_at": now})
+            out = _Change()
+            if happened is Event.ACK:
+                updated = pause_escalation(
+                    updated.model_copy(
+                        update={
+                            "acknowledged_at": current.acknowledged_at or now,
+                            "acknowledged_by": current.acknowledged_by or who,
+                        }
+                    )
+                )
+            elif happened is Event.UNACK:
+                updated = resume_escalation(updated, level, now, max_levels=max_levels)
+            elif happened is Event.RESOLVE:
+                updated = disarm(updated.model_copy(update={"resolved_at": now}))
+                out.events.append(
+                    ("postmortem_ready", {"command": f"incident-bot incidents postmortem {current.id}"})
+                )
+            elif happened is Event.REOPEN:
+                updated = updated.model_copy(
+                    update={
+                        "resolved_at": None,
+                        "reopened_count": current.reopened_count + 1,
+                        "escalation_level": 0,
+                    }
+                )
+                updated = arm(updated, level, now, max_levels=max_levels)
+                out.events.append(("reopened", {"reopened_count": updated.reopened_count, "actor": who}))
+            text = f"{EVENT_KINDS[happened].replace('_', ' ').capitalize()} by {who}."
+            if note.strip():
+                text += f" {note.strip()}"
+            data: dict[str, object] = {
+                "actor": who,
+                "event": happened.value,
+                "from": current.status.value,
+                "to": target.value,
+                "note": note.strip(),
+            }
+            out.entries.append(Entry(EVENT_KINDS[happened], text, data))
+            return updated, out
+
+        return self._mutate(incident_id, change)
+
+    def set_severity(self, incident_id: str, severity: Severity | str, *, who: str, why: str) -> Incident:
+        """A person's severity change (raise or lower), with who and why on the timeline."""
+        new = Severity(severity)
+
+        def change(current: Incident, now: datetime) -> tuple[Incident, _Change]:
+            accepted = manual_severity_change(current.severity, new, who=who, why=why)
+            return self._severity_update(current, accepted, now)
+
+        return self._mutate(incident_id, change)
+
+    def raise_severity(
+        self, incident_id: str, proposed: Severity | str, *, reason: str, by: str = AUTOMATION_ACTOR
+    ) -> Incident | None:
+        """An automatic raise when signals worsen; None (and no write) unless it is higher, open, firing."""
+        new = Severity(proposed)
+        current = self.get(incident_id)
+        if not new.outranks(current.severity):
+            return None
+        raised: list[Incident] = []
+
+        def change(current: Incident, now: datetime) -> tuple[Incident, _Change]:
+            accepted = automatic_severity_change(
+                current.severity,
+                new,
+                state=current.status.value,
+                firing=current.firing_count > 0,
+                reason=reason,
+                by=by,
+            )
+            if accepted is None:
+                return current, _Change()
+            updated, out = self._severity_update(current, accepted, now)
+            raised.append(updated)
+            return updated, out
+
+        self._mutate(incident_id, change)
+        return raised[0] if raised else None
+
+    def _severity_update(
+        self, current: Incident, accepted: SeverityChange, now: datetime
+    ) -> tuple[Incident, _Change]:
+        reason = f"{accepted.new.value} set by {accepted.by}: {accepted.reason}"
+        if accepted.automatic:
+            reason = accepted.reason
+        updated = current.model_copy(
+            update={"severity": accepted.new, "severity_reason": reason, "updated_at": now}
+        )
+        updated = replan_for_level(updated, self._level(accepted.new), now)
+        out = _Change(
+            entries=[severity_entry(accepted)], events=[("severity_changed", _severity_event(accepted))]
+        )
+        return updated, out
+
+    def _mutate(
+        self,
+        incident_id: str,
+        change: Callable[[Incident, datetime], tuple[Incident, _Change]],
+        *,
+        finish: TimerRef | None = None,
+    ) -> Incident:
+        """Apply *change* under the group lock with the incident key WATCHed, in one MULTI/EXEC."""
+        # with *finish*, that timer's claim goes in the same transaction, even when nothing changed
+        try:
+            gid = group_id(self.get(incident_id).group_key)
+            with self._group_lock(gid, incident_id), self._r.pipeline(transaction=True) as pipe:
+                inc_key = self.key("inc", incident_id)
+                pipe.watch(inc_key)  # type: ignore[no-untyped-call]
+                raw = pipe.get(inc_key)
+                if raw is None:
+                    raise IncidentNotFound(f"no incident {incident_id!r}")
+                current = Incident.model_validate_json(raw)
+                now = self._clock()
+                updated, out = change(current, now)
+                changed = updated != current or bool(out.entries) or bool(out.events)
+                if not changed and finish is None:
+                    return current
+                pipe.multi()
+                if changed:
+                    self._write(pipe, current, updated, out, now)
+                if finish is not None:
+                    self.timers.finish(pipe, finish)
+                pipe.execute()
+                return updated
+        except WatchError as exc:
+            raise TransientError(f"{incident_id} changed while being updated; will retry") from exc
+        except RedisError as exc:
+            raise TransientError(f"redis error while updating {incident_id}: {exc}") from exc
+
+    def _write(
+        self, pipe: redis.client.Pipeline, before: Incident, after: Incident, out: _Change, now: datetime
+    ) -> None:
+        pipe.set(self.key("inc", after.id), after.model_dump_json())
+        self._index_open(pipe, after)
+        for entry in out.entries:
+            self._xadd(pipe, after.id, entry.kind, entry.message, entry.data, now)
+        self.timers.sync(pipe, before, after)
+        for type_, extra in out.events:
+            self.events.add(pipe, type_, now, incident_fields(after, page=self._pages(after)) | extra)
+
+    def _index_open(self, pipe: redis.client.Pipeline, incident: Incident) -> None:
+        if incident.status is IncidentStatus.RESOLVED:
+            pipe.hdel(self.key("open"), incident.id)
+        else:
+            pipe.hset(self.key("open"), incident.id, incident.severity.value)
+
+    # --- timers --------------------------------------------------------------------------------
+    def fire_due(self, now: datetime | None = None, *, limit: int = 100) -> list[tuple[TimerRef, str]]:
+        """Claim the timers due now and fire each; returns (timer, outcome) pairs."""
+        at = now or self._clock()
+        claimed = self.timers.claim(at, lease_seconds=self.config.timer_lease_seconds, limit=limit)
+        results = []
+        for timer in claimed:
+            try:
+                results.append((timer, self.fire_timer(timer, at)))
+            except TransientError as exc:  # the claim lapses and another tick retries it
+                log.warning("timer %s not fired yet: %s", timer.member, exc)
+                results.append((timer, "retry"))
+        return results
+
+    def fire_timer(self, timer: TimerRef, now: datetime) -> str:
+        """Fire one claimed timer if its incident still wants it: 'escalated', 'reminded' or 'stale'."""
+        try:
+            self.get(timer.incident_id)
+        except IncidentNotFound:
+            self.timers.finish(self._r, timer)
+            return "stale"
+        outcome = ["stale"]
+
+        def change(current: Incident, _now: datetime) -> tuple[Incident, _Change]:
+            if not timer.is_current(current) or not current.is_open:
+                return current, _Change()
+            if timer.kind == ESCALATE and current.status is not IncidentStatus.TRIGGERED:
+                return current, _Change()  # acknowledged by a path that left the timer behind
+            firing = [a.labels for a in current.alerts.values() if a.status is AlertStatus.FIRING]
+            mark = self._maintenance_mark(firing) if firing else None
+            if mark is not None:
+                outcome[0] = "maintenance"
+                updated = disarm(
+                    current.model_copy(update={"in_maintenance": True, "maintenance_reason": mark.reason})
+                )
+                entry = Entry(
+                    "in_maintenance",
+                    f"Maintenance window {mark.window_id} ({mark.reason}) now covers this incident: "
+                    "no escalation, reminders or actions.",
+                    {"window_id": mark.window_id, "reason": mark.reason, "created_by": mark.created_by},
+                )
+                return updated, _Change(entries=[entry])
+            if timer.kind == ESCALATE:
+                outcome[0] = "escalated"
+                return self._escalate(current, now)
+            outcome[0] = "reminded"
+            return self._remind(current, now)
+
+        self._mutate(timer.incident_id, change, finish=timer)
+        return outcome[0]
+
+    def _escalate(self, current: Incident, now: datetime) -> tuple[Incident, _Change]:
+        level = self._level(current.severity)
+        n = current.escalation_level + 1
+        again = now + level.escalation if n < self.config.escalation_max_levels else None
+        updated = current.model_copy(update={"escalation_level": n, "escalation_due": again})
+        waited = int((now - current.created_at).total_seconds())
+        who = ", ".join(level.notify) or "on-call"
+        message = (
+            f"Escalated (level {n}): {current.severity.value} not acknowledged within "
+            f"{int(level.escalation.total_seconds()) // 60} min; notifying {who}."
+        )
+        data: dict[str, object] = {
+            "actor": AUTOMATION_ACTOR,
+            "level": n,
+            "escalation_seconds": int(level.escalation.total_seconds()),
+            "notify": list(level.notify),
+        }
+        extra = data | {"open_seconds": waited, "next_escalation_at": again.isoformat() if again else None}
+        return updated, _Change(entries=[Entry("escalated", message, data)], events=[("escalated", extra)])
+
+    def _remind(self, current: Incident, now: datetime) -> tuple[Incident, _Change]:
+        every = self._level(current.severity).status_update_every
+        if every is None:
+            return current.model_copy(update={"next_reminder_at": None}), _Change()
+        n = current.reminders_sent + 1
+        updated = current.model_copy(update={"reminders_sent": n, "next_reminder_at": now + every})
+        extra: dict[str, object] = {
+            "reminder": n,
+            "every_seconds": int(every.total_seconds()),
+            "open_seconds": int((now - current.created_at).total_seconds()),
+        }
+        return updated, _Change(events=[("reminder", extra)])
+
+    # --- low level -----------------------------------------------------------------------------
+    def _next_id(self) -> str:
+        return format_incident_id(int(self._r.incr(self.key("seq"))))
+
+    def _xadd(
+        self,
+        pipe: redis.client.Pipeline,
+        incident_id: str,
+        kind: str,
+        message: str,
+        data: dict[str, object],
+        at: datetime,
+    ) -> None:
+        pipe.xadd(
+            self.key("inc", incident_id, "timeline"),
+            {"at": at.isoformat(), "kind": kind, "message": message, "data": json.dumps(data, default=str)},
+        )
+
+    def append_timeline(
+        self,
+        incident_id: str,
+        kind: str,
+        message: str,
+        data: dict[str, object],
+        *,
+        pipe: redis.client.Pipeline | None = None,
+    ) -> str:
+        """Append one entry to an incident's timeline; returns its stream id ("" when queued on pipe)."""
+        self.get(incident_id)  # raises IncidentNotFound
+        if pipe is not None:
+            self._xadd(pipe, incident_id, kind, message, data, self._clock())
+            return ""
+        entry_id = self._r.xadd(
+            self.key("inc", incident_id, "timeline"),
+            {
+                "at": self._clock().isoformat(),
+                "kind": kind,
+                "message": message,
+                "data": json.dumps(data, default=str),
+            },
+        )
+        return _t(entry_id)
+
+    def mutate(
+        self,
+        incident_id: str,
+        change: Callable[[Incident], tuple[Incident, str, str, dict[str, object]]],
+    ) -> Incident:
+        """Apply `change` (incident -> new incident + timeline kind, message, data) atomically.
+
+        Runs under the incident's group lock (the one intake uses), so a human command and an
+        Alertmanager update never overwrite each other; the incident, the open index and the timeline
+        entry are written in one MULTI/EXEC. Exceptions raised by `change` leave everything untouched.
+        """
+        try:
+            current = self.get(incident_id)
+            gid = group_id(current.group_key)
+            lock = self._r.lock(self.key("lock", "group", gid), timeout=30, blocking_timeout=10)
+            if not lock.acquire():
+                raise TransientError(f"{incident_id} is busy in another worker; will retry")
+            try:
+                current = self.get(incident_id)
+                now = self._clock()
+                updated, kind, message, data = change(current)
+                updated = updated.model_copy(update={"updated_at": now})
+                pipe = self._r.pipeline(transaction=True)
+                pipe.set(self.key("inc", incident_id), updated.model_dump_json())
+                if updated.status is IncidentStatus.RESOLVED:
+                    pipe.hdel(self.key("open"), incident_id)
+                else:
+                    pipe.hset(self.key("open"), incident_id, updated.severity.value)
+                self._xadd(pipe, incident_id, kind, message, data, now)
+                pipe.execute()
+                return updated
+            finally:
+                with contextlib.suppress(LockError):
+                    lock.release()
+        except RedisError as exc:
+            raise TransientError(f"redis error while updating {incident_id}: {exc}") from exc
+
+    def count_task(self, task: str, outcome: str) -> None:
+        """Count one task outcome (exported by /metrics)."""
+        self._r.hincrby(self.key("stats", "tasks"), f"{task}:{outcome}", 1)
+
+    # --- reads ---------------------------------------------------------------------------------
+    def get(self, incident_id: str) -> Incident:
+        """The incident with this id; raises IncidentNotFound."""
+        raw = self._r.get(self.key("inc", incident_id))
+        if raw is None:
+            raise IncidentNotFound(f"no incident {incident_id!r}")
+        return Incident.model_validate_json(raw)
+
+    def recent(self, *, limit: int = 50, open_only: bool = False) -> list[Incident]:
+        """The newest incidents first."""
+        if open_only:
+            ids = sorted((_t(i) for i in self._r.hkeys(self.key("open"))), reverse=True)[:limit]
+        else:
+            ids = [_t(i) for i in self._r.zrevrange(self.key("incidents"), 0, limit - 1)]
+        return self._load(ids)
+
+    def created_since(self, since: datetime | None) -> list[Incident]:
+        """Every incident created at or after *since* (all without it), oldest first."""
+        low = since.timestamp() if since else "-inf"
+        return self._load([_t(i) for i in self._r.zrangebyscore(self.key("incidents"), low, "+inf")])
+
+    def _load(self, ids: list[str]) -> list[Incident]:
+        if not ids:
+            return []
+        raws = self._r.mget([self.key("inc", i) for i in ids])
+        return [Incident.model_validate_json(r) for r in raws if r is not None]
+
+    def timeline(self, incident_id: str) -> list[TimelineEntry]:
+        """The incident's timeline, oldest first."""
+        entries = self._r.xrange(self.key("inc", incident_id, "timeline")) or []
+        out = []
+        for entry_id, fields in entries:
+            f = {_t(k): _t(v) for k, v in (fields or {}).items()}
+            out.append(
+                TimelineEntry(
+                    id=_t(entry_id),
+                    at=datetime.fromisoformat(f["at"]),
+                    kind=f["kind"],
+                    message=f["message"],
+                    data=json.loads(f.get("data", "{}")),
+                )
+            )
+        return out
+
+    def open_by_severity(self) -> dict[str, int]:
+        """How many incidents are open at each severity."""
+        counts: dict[str, int] = {}
+        for sev in self._r.hvals(self.key("open")):
+            counts[_t(sev)] = counts.get(_t(sev), 0) + 1
+        return counts
+
+    def task_stats(self) -> dict[str, int]:
+        """Task outcome counters, "<task>:<outcome>" -> count."""
+        return {_t(k): int(v) for k, v in self._r.hgetall(self.key("stats", "tasks")).items()}
+
+
+def _severity_event(change: SeverityChange) -> dict[str, object]:
+    return {
+        "from": change.old.value,
+        "to": change.new.value,
+        "raised": change.raised,
+        "automatic": change.automatic,
+        "actor": change.by,
+        "reason": change.reason,
+    }
