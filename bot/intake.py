@@ -13,11 +13,12 @@ Rules (the store supplies the flapping state and any maintenance window; nothing
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from bot.errors import InvalidTransition
+from bot.lifecycle import AUTOMATION_ACTOR as AUTOMATION_ACTOR
 from bot.lifecycle import (
     DEFAULT_REOPEN_WINDOW,
     Event,
@@ -25,6 +26,7 @@ from bot.lifecycle import (
     automatic_severity_change,
     transition,
 )
+from bot.lifecycle import Entry as Entry
 from bot.models import (
     AlertmanagerWebhook,
     AlertState,
@@ -41,9 +43,6 @@ from bot.severity import (
     fetch_signals,
     most_severe_classification,
 )
-
-#: Who automatic changes are attributed to in timelines and events.
-AUTOMATION_ACTOR = "incident-bot"
 
 #: Classifies a notification into a severity and a human reason.
 Classifier = Callable[[AlertmanagerWebhook], tuple[Severity, str]]
@@ -84,15 +83,6 @@ class Outcome(StrEnum):
     REOPENED = "reopened"
     IGNORED = "ignored"
     FLAPPING = "flapping"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A timeline entry to append."""
-
-    kind: str
-    message: str
-    data: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

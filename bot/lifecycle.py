@@ -46,15 +46,18 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from bot.errors import InvalidTransition, PermanentError
-from bot.models import Incident, IncidentStatus
+from bot.models import AlertStatus, Incident, IncidentStatus
 from bot.severity import LevelSpec, Severity
 
 DEFAULT_REOPEN_WINDOW = timedelta(seconds=1800)
+
+#: Who automatic changes are attributed to in timelines and events.
+AUTOMATION_ACTOR = "incident-bot"
 
 
 #: The incident states: the enum Incident.status holds (bot.models.IncidentStatus), by its lifecycle name.
@@ -218,6 +221,124 @@ def automatic_severity_change(
     return SeverityChange(old=current, new=proposed, by=by, reason=reason, automatic=True)
 
 
+# --- what a change writes besides the incident: timeline entries and events ----------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A timeline entry to append."""
+
+    kind: str
+    message: str
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Effects:
+    """What one change of an incident writes besides the incident itself: timeline entries and events."""
+
+    entries: list[Entry] = field(default_factory=list)
+    events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+
+
+# --- escalations and status reminders: what a due timer does ---------------------------------------------
+
+
+def escalate(
+    current: Incident, level: LevelSpec, now: datetime, *, max_levels: int
+) -> tuple[Incident, Effects]:
+    """A due escalation: the next level, the next deadline (none at *max_levels*), its entry and event."""
+    n = current.escalation_level + 1
+    again = now + level.escalation if n < max_levels else None
+    updated = current.model_copy(update={"escalation_level": n, "escalation_due": again})
+    waited = int((now - current.created_at).total_seconds())
+    who = ", ".join(level.notify) or "on-call"
+    message = (
+        f"Escalated (level {n}): {current.severity.value} not acknowledged within "
+        f"{int(level.escalation.total_seconds()) // 60} min; notifying {who}."
+    )
+    data: dict[str, object] = {
+        "actor": AUTOMATION_ACTOR,
+        "level": n,
+        "escalation_seconds": int(level.escalation.total_seconds()),
+        "notify": list(level.notify),
+    }
+    extra = data | {"open_seconds": waited, "next_escalation_at": again.isoformat() if again else None}
+    return updated, Effects(entries=[Entry("escalated", message, data)], events=[("escalated", extra)])
+
+
+def remind(current: Incident, level: LevelSpec, now: datetime) -> tuple[Incident, Effects]:
+    """A due status reminder: the next one and its event (none when the level has no reminders)."""
+    every = level.status_update_every
+    if every is None:
+        return current.model_copy(update={"next_reminder_at": None}), Effects()
+    n = current.reminders_sent + 1
+    updated = current.model_copy(update={"reminders_sent": n, "next_reminder_at": now + every})
+    extra: dict[str, object] = {
+        "reminder": n,
+        "every_seconds": int(every.total_seconds()),
+        "open_seconds": int((now - current.created_at).total_seconds()),
+    }
+    return updated, Effects(events=[("reminder", extra)])
+
+
+# --- flapping: a group changing between firing and resolved too often ------------------------------------
+
+
+class FlapAction(enum.Enum):
+    """What recording one notification does to its group's flap bookkeeping (besides its last status)."""
+
+    NONE = "none"  # the same status as last time: not a change, nothing to count
+    COUNT = "count"  # a change, counted in the window; the group does not flap
+    EXTEND = "extend"  # a change of a flapping group: it settles only after a quiet window
+    START = "start"  # the change that makes the group flap: mark it, tell the timeline and the events
+
+
+@dataclass(frozen=True)
+class FlapState:
+    """A group's flapping bookkeeping as seen by one notification."""
+
+    is_change: bool
+    changes: int
+    was_flapping: bool
+
+    def flapping(self, threshold: int) -> bool:
+        """Whether the group flaps once this notification is counted."""
+        return self.was_flapping or self.changes > threshold
+
+    def action(self, threshold: int) -> FlapAction:
+        """What recording this notification does (see FlapAction)."""
+        if not self.is_change:
+            return FlapAction.NONE
+        if self.was_flapping:
+            return FlapAction.EXTEND
+        return FlapAction.START if self.flapping(threshold) else FlapAction.COUNT
+
+
+def flap_state(status: AlertStatus, last: str | None, recent: int, *, was_flapping: bool) -> FlapState:
+    """The state for a notification of *status* after *last* (None: never seen, read as resolved)."""
+    # *recent*: the changes already in the window; this notification adds one if it is a change
+    is_change = status.value != (last if last is not None else AlertStatus.RESOLVED.value)
+    return FlapState(is_change=is_change, changes=recent + int(is_change), was_flapping=was_flapping)
+
+
+def flapping_entry(changes: int, *, threshold: int, window: timedelta) -> Entry:
+    """The timeline entry of a group that starts flapping (its data goes into the event too)."""
+    seconds = int(window.total_seconds())
+    message = (
+        f"Group is flapping: {changes} fire/resolve changes within "
+        f"{seconds // 60} min (threshold {threshold}). No new incidents or actions "
+        f"until it has been quiet for {seconds // 60} min."
+    )
+    data: dict[str, object] = {
+        "actor": AUTOMATION_ACTOR,
+        "changes": changes,
+        "window_seconds": seconds,
+        "threshold": threshold,
+    }
+    return Entry("flapping", message, data)
+
+
 # --- timers: when an incident's next escalation and reminder are due (bot.storage.timers keeps them) -----
 
 ESCALATE = "escalate"
@@ -315,3 +436,23 @@ def wanted(incident: Incident) -> set[TimerRef]:
     if incident.next_reminder_at is not None:
         out.add(TimerRef.of(REMIND, incident.id, incident.next_reminder_at))
     return out
+
+
+def timers_after_notification(
+    incident: Incident,
+    level: LevelSpec,
+    now: datetime,
+    *,
+    max_levels: int,
+    opened: bool,
+    resolved: bool,
+    severity_changed: bool,
+) -> Incident:
+    """Timers after a notification: armed if it (re)opened, none if resolved, replanned on a new severity."""
+    if opened:
+        return arm(incident, level, now, max_levels=max_levels)
+    if resolved:
+        return disarm(incident)
+    if severity_changed:
+        return replan_for_level(incident, level, now)
+    return incident

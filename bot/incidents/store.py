@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from bot.lifecycle import FlapState as FlapState
 from bot.storage.incidents import EVENT_KINDS as EVENT_KINDS
 from bot.storage.incidents import GROUP_STATE_TTL as GROUP_STATE_TTL
 from bot.storage.incidents import ApplyResult as ApplyResult
 from bot.storage.incidents import FlappingGroup as FlappingGroup
-from bot.storage.incidents import FlapState as FlapState
 from bot.storage.incidents import IncidentNotFound as IncidentNotFound
 from bot.storage.incidents import IncidentStore as IncidentStore
 from bot.storage.incidents import LifecycleConfig as LifecycleConfig

@@ -32,7 +32,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -40,10 +40,8 @@ from redis.exceptions import LockError, RedisError, WatchError
 
 from bot.errors import PermanentError, TransientError
 from bot.intake import (
-    AUTOMATION_ACTOR,
     Classifier,
     Decision,
-    Entry,
     MaintenanceMark,
     Outcome,
     decide,
@@ -51,18 +49,28 @@ from bot.intake import (
     severity_entry,
 )
 from bot.lifecycle import (
+    AUTOMATION_ACTOR,
     DEFAULT_REOPEN_WINDOW,
     ESCALATE,
+    Effects,
+    Entry,
     Event,
+    FlapAction,
+    FlapState,
     SeverityChange,
     TimerRef,
     arm,
     automatic_severity_change,
     disarm,
+    escalate,
+    flap_state,
+    flapping_entry,
     manual_severity_change,
     pause_escalation,
+    remind,
     replan_for_level,
     resume_escalation,
+    timers_after_notification,
     transition,
 )
 from bot.models import (
@@ -79,6 +87,7 @@ from bot.severity import LevelSpec, SeverityPolicy, load_policy
 from bot.storage.controls import MaintenanceWindows
 from bot.storage.events import EventLog, incident_fields
 from bot.storage.timers import TimerQueue
+from bot.storage.window import SlidingWindow
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +142,6 @@ class LifecycleConfig:
 
 
 @dataclass(frozen=True)
-class FlapState:
-    """A group's flapping bookkeeping as seen by one notification."""
-
-    is_change: bool
-    changes: int
-    was_flapping: bool
-
-    def flapping(self, threshold: int) -> bool:
-        """Whether the group flaps once this notification is counted."""
-        return self.was_flapping or self.changes > threshold
-
-
-@dataclass(frozen=True)
 class FlappingGroup:
     """A group that started flapping at some time."""
 
@@ -153,14 +149,6 @@ class FlappingGroup:
     group_key: str
     since: datetime
     flapping_now: bool
-
-
-@dataclass
-class _Change:
-    """What one locked mutation writes besides the incident itself."""
-
-    entries: list[Entry] = field(default_factory=list)
-    events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
 
 
 def _t(value: object) -> str:
@@ -274,7 +262,7 @@ class IncidentStore:
             flapping=flapping,
             maintenance=mark,
         )
-        incident = self._plan_timers(current, decision, now)
+        incident = self._plan_timers(decision, now)
 
         pipe = self._r.pipeline(transaction=True)
         if incident is not None:
@@ -292,7 +280,7 @@ class IncidentStore:
                     pipe, type_, now, incident_fields(incident, page=self._pages(incident)) | extra
                 )
         target = incident or current
-        self._record_flap(pipe, gid, webhook, delivery_key, flap, flapping, target, now)
+        self._record_flap(pipe, gid, webhook, delivery_key, flap, target, now)
         result_id = incident.id if incident else (current.id if current else "")
         if decision.outcome is not Outcome.FLAPPING:
             # A suppressed firing leaves no marker: Alertmanager's next repeat of it is looked at again,
@@ -301,19 +289,19 @@ class IncidentStore:
         pipe.execute()
         return ApplyResult(decision.outcome, result_id or None)
 
-    def _plan_timers(self, current: Incident | None, decision: Decision, now: datetime) -> Incident | None:
+    def _plan_timers(self, decision: Decision, now: datetime) -> Incident | None:
         incident = decision.incident
         if incident is None:
             return None
-        level = self._level(incident.severity)
-        max_levels = self.config.escalation_max_levels
-        if decision.outcome in (Outcome.CREATED, Outcome.REOPENED):
-            return arm(incident, level, now, max_levels=max_levels)
-        if decision.outcome is Outcome.RESOLVED:
-            return disarm(incident)
-        if decision.severity_change is not None:
-            return replan_for_level(incident, level, now)
-        return incident
+        return timers_after_notification(
+            incident,
+            self._level(incident.severity),
+            now,
+            max_levels=self.config.escalation_max_levels,
+            opened=decision.outcome in (Outcome.CREATED, Outcome.REOPENED),
+            resolved=decision.outcome is Outcome.RESOLVED,
+            severity_changed=decision.severity_change is not None,
+        )
 
     def _notification_events(
         self, decision: Decision, incident: Incident
@@ -337,13 +325,18 @@ class IncidentStore:
         return MaintenanceMark(window.id, window.reason, window.created_by)
 
     # --- flapping ------------------------------------------------------------------------------
+    def _flap_window(self, gid: str) -> SlidingWindow:
+        """The group's recent state changes (expiring a window after the last one)."""
+        window = self.config.flap_window
+        return SlidingWindow(
+            self._r, self.key("flap", gid), window.total_seconds(), ttl=int(window.total_seconds())
+        )
+
     def _flap_state(self, gid: str, status: AlertStatus, now: datetime) -> FlapState:
         last = self._r.get(self.key("gstate", gid))
-        is_change = status.value != (_t(last) if last is not None else AlertStatus.RESOLVED.value)
-        since = (now - self.config.flap_window).timestamp()
-        recent = int(self._r.zcount(self.key("flap", gid), f"({since}", "+inf"))
+        recent = self._flap_window(gid).count(now.timestamp())
         was = bool(self._r.exists(self.key("flapping", gid)))
-        return FlapState(is_change=is_change, changes=recent + int(is_change), was_flapping=was)
+        return flap_state(status, _t(last) if last is not None else None, recent, was_flapping=was)
 
     def _record_flap(
         self,
@@ -352,42 +345,39 @@ class IncidentStore:
         webhook: AlertmanagerWebhook,
         delivery_key: str,
         flap: FlapState,
-        flapping: bool,
+        target: Incident | None,
+        now: datetime,
+    ) -> None:
+        pipe.set(self.key("gstate", gid), webhook.status.value, ex=GROUP_STATE_TTL)
+        action = flap.action(self.config.flap_threshold)
+        if action is FlapAction.NONE:
+            return
+        self._flap_window(gid).add(f"{now.isoformat()}:{delivery_key[:16]}", now.timestamp(), pipe)
+        if action is FlapAction.EXTEND:
+            window = int(self.config.flap_window.total_seconds())
+            pipe.expire(self.key("flapping", gid), window)  # settles only after a quiet window
+        elif action is FlapAction.START:
+            self._start_flapping(pipe, gid, webhook.groupKey, flap.changes, target, now)
+
+    def _start_flapping(
+        self,
+        pipe: redis.client.Pipeline,
+        gid: str,
+        group_key: str,
+        changes: int,
         target: Incident | None,
         now: datetime,
     ) -> None:
         window = int(self.config.flap_window.total_seconds())
-        pipe.set(self.key("gstate", gid), webhook.status.value, ex=GROUP_STATE_TTL)
-        if not flap.is_change:
-            return
-        flap_key = self.key("flap", gid)
-        pipe.zadd(flap_key, {f"{now.isoformat()}:{delivery_key[:16]}": now.timestamp()})
-        pipe.zremrangebyscore(flap_key, "-inf", (now - self.config.flap_window).timestamp())
-        pipe.expire(flap_key, window)
-        if not flapping:
-            return
-        if flap.was_flapping:
-            pipe.expire(self.key("flapping", gid), window)  # settles only after a quiet window
-            return
-        info = {"group_key": webhook.groupKey, "since": now.isoformat(), "changes": flap.changes}
+        info = {"group_key": group_key, "since": now.isoformat(), "changes": changes}
         pipe.set(self.key("flapping", gid), json.dumps(info), ex=window)
         pipe.zadd(self.key("flapping"), {gid: now.timestamp()})
-        pipe.hset(self.key("flapping", "groups"), gid, webhook.groupKey)
-        message = (
-            f"Group is flapping: {flap.changes} fire/resolve changes within "
-            f"{window // 60} min (threshold {self.config.flap_threshold}). No new incidents or actions "
-            f"until it has been quiet for {window // 60} min."
-        )
-        data: dict[str, object] = {
-            "actor": AUTOMATION_ACTOR,
-            "changes": flap.changes,
-            "window_seconds": window,
-            "threshold": self.config.flap_threshold,
-        }
-        fields: dict[str, object] = {"group_key": webhook.groupKey, "incident_id": None} | data
+        pipe.hset(self.key("flapping", "groups"), gid, group_key)
+        entry = flapping_entry(changes, threshold=self.config.flap_threshold, window=self.config.flap_window)
+        fields: dict[str, object] = {"group_key": group_key, "incident_id": None} | entry.data
         if target is not None:
-            self._xadd(pipe, target.id, "flapping", message, data, now)
-            fields = incident_fields(target, page=False) | data
+            self._xadd(pipe, target.id, entry.kind, entry.message, entry.data, now)
+            fields = incident_fields(target, page=False) | entry.data
         self.events.add(pipe, "flapping", now, fields)
 
     def is_flapping(self, group_key: str) -> bool:
@@ -419,7 +409,7 @@ class IncidentStore:
         if not who:
             raise PermanentError("a lifecycle change must say who made it")
 
-        def change(current: Incident, now: datetime) -> tuple[Incident, _Change]:
+        def change(current: Incident, now: datetime) -> tuple[Incident, Effects]:
             target = transition(
                 current.status.value,
                 event,
@@ -432,7 +422,7 @@ class IncidentStore:
             level = self._level(current.severity)
             max_levels = self.config.escalation_max_levels
             updated = current.model_copy(update={"status": IncidentStatus(target.value), "updated_at": now})
-            out = _Change()
+            out = Effects()
             if happened is Event.ACK:
                 updated = pause_escalation(
                     updated.model_copy(
@@ -478,7 +468,7 @@ class IncidentStore:
         """A person's severity change (raise or lower), with who and why on the timeline."""
         new = Severity(severity)
 
-        def change(current: Incident, now: datetime) -> tuple[Incident, _Change]:
+        def change(current: Incident, now: datetime) -> tuple[Incident, Effects]:
             accepted = manual_severity_change(current.severity, new, who=who, why=why)
             return self._severity_update(current, accepted, now)
 
@@ -494,7 +484,7 @@ class IncidentStore:
             return None
         raised: list[Incident] = []
 
-        def change(current: Incident, now: datetime) -> tuple[Incident, _Change]:
+        def change(current: Incident, now: datetime) -> tuple[Incident, Effects]:
             accepted = automatic_severity_change(
                 current.severity,
                 new,
@@ -504,7 +494,7 @@ class IncidentStore:
                 by=by,
             )
             if accepted is None:
-                return current, _Change()
+                return current, Effects()
             updated, out = self._severity_update(current, accepted, now)
             raised.append(updated)
             return updated, out
@@ -514,7 +504,7 @@ class IncidentStore:
 
     def _severity_update(
         self, current: Incident, accepted: SeverityChange, now: datetime
-    ) -> tuple[Incident, _Change]:
+    ) -> tuple[Incident, Effects]:
         reason = f"{accepted.new.value} set by {accepted.by}: {accepted.reason}"
         if accepted.automatic:
             reason = accepted.reason
@@ -522,7 +512,7 @@ class IncidentStore:
             update={"severity": accepted.new, "severity_reason": reason, "updated_at": now}
         )
         updated = replan_for_level(updated, self._level(accepted.new), now)
-        out = _Change(
+        out = Effects(
             entries=[severity_entry(accepted)], events=[("severity_changed", _severity_event(accepted))]
         )
         return updated, out
@@ -530,7 +520,7 @@ class IncidentStore:
     def _mutate(
         self,
         incident_id: str,
-        change: Callable[[Incident, datetime], tuple[Incident, _Change]],
+        change: Callable[[Incident, datetime], tuple[Incident, Effects]],
         *,
         finish: TimerRef | None = None,
     ) -> Incident:
@@ -563,7 +553,7 @@ class IncidentStore:
             raise TransientError(f"redis error while updating {incident_id}: {exc}") from exc
 
     def _write(
-        self, pipe: redis.client.Pipeline, before: Incident, after: Incident, out: _Change, now: datetime
+        self, pipe: redis.client.Pipeline, before: Incident, after: Incident, out: Effects, now: datetime
     ) -> None:
         pipe.set(self.key("inc", after.id), after.model_dump_json())
         self._index_open(pipe, after)
@@ -602,11 +592,11 @@ class IncidentStore:
             return "stale"
         outcome = ["stale"]
 
-        def change(current: Incident, _now: datetime) -> tuple[Incident, _Change]:
+        def change(current: Incident, _now: datetime) -> tuple[Incident, Effects]:
             if not timer.is_current(current) or not current.is_open:
-                return current, _Change()
+                return current, Effects()
             if timer.kind == ESCALATE and current.status is not IncidentStatus.TRIGGERED:
-                return current, _Change()  # acknowledged by a path that left the timer behind
+                return current, Effects()  # acknowledged by a path that left the timer behind
             firing = [a.labels for a in current.alerts.values() if a.status is AlertStatus.FIRING]
             mark = self._maintenance_mark(firing) if firing else None
             if mark is not None:
@@ -620,48 +610,16 @@ class IncidentStore:
                     "no escalation, reminders or actions.",
                     {"window_id": mark.window_id, "reason": mark.reason, "created_by": mark.created_by},
                 )
-                return updated, _Change(entries=[entry])
+                return updated, Effects(entries=[entry])
+            level = self._level(current.severity)
             if timer.kind == ESCALATE:
                 outcome[0] = "escalated"
-                return self._escalate(current, now)
+                return escalate(current, level, now, max_levels=self.config.escalation_max_levels)
             outcome[0] = "reminded"
-            return self._remind(current, now)
+            return remind(current, level, now)
 
         self._mutate(timer.incident_id, change, finish=timer)
         return outcome[0]
-
-    def _escalate(self, current: Incident, now: datetime) -> tuple[Incident, _Change]:
-        level = self._level(current.severity)
-        n = current.escalation_level + 1
-        again = now + level.escalation if n < self.config.escalation_max_levels else None
-        updated = current.model_copy(update={"escalation_level": n, "escalation_due": again})
-        waited = int((now - current.created_at).total_seconds())
-        who = ", ".join(level.notify) or "on-call"
-        message = (
-            f"Escalated (level {n}): {current.severity.value} not acknowledged within "
-            f"{int(level.escalation.total_seconds()) // 60} min; notifying {who}."
-        )
-        data: dict[str, object] = {
-            "actor": AUTOMATION_ACTOR,
-            "level": n,
-            "escalation_seconds": int(level.escalation.total_seconds()),
-            "notify": list(level.notify),
-        }
-        extra = data | {"open_seconds": waited, "next_escalation_at": again.isoformat() if again else None}
-        return updated, _Change(entries=[Entry("escalated", message, data)], events=[("escalated", extra)])
-
-    def _remind(self, current: Incident, now: datetime) -> tuple[Incident, _Change]:
-        every = self._level(current.severity).status_update_every
-        if every is None:
-            return current.model_copy(update={"next_reminder_at": None}), _Change()
-        n = current.reminders_sent + 1
-        updated = current.model_copy(update={"reminders_sent": n, "next_reminder_at": now + every})
-        extra: dict[str, object] = {
-            "reminder": n,
-            "every_seconds": int(every.total_seconds()),
-            "open_seconds": int((now - current.created_at).total_seconds()),
-        }
-        return updated, _Change(events=[("reminder", extra)])
 
     # --- low level -----------------------------------------------------------------------------
     def _next_id(self) -> str:
