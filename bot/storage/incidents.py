@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis
 from redis.exceptions import LockError, RedisError, WatchError
@@ -82,7 +83,7 @@ from bot.models import (
     TimelineEntry,
     group_id,
 )
-from bot.settings import Settings, get_settings
+from bot.settings import Settings
 from bot.severity import LevelSpec, SeverityPolicy, load_policy
 from bot.storage.controls import MaintenanceWindows
 from bot.storage.events import EventLog, incident_fields
@@ -103,6 +104,9 @@ EVENT_KINDS: dict[Event, str] = {
 
 #: How long a group's last status is remembered without news (for flap counting).
 GROUP_STATE_TTL = int(timedelta(days=7).total_seconds())
+
+#: The policy of a store built without one: the shipped file (bot.wiring passes the configured policy).
+SHIPPED_POLICY = Path(Settings.model_fields["severity_policy"].default)
 
 
 class IncidentNotFound(PermanentError):
@@ -178,9 +182,10 @@ class IncidentStore:
         self._r = client
         self._p = prefix
         self._dedup_ttl = dedup_ttl
-        self.policy = policy or load_policy(get_settings().severity_policy)
+        # no settings are read here: bot.wiring.incident_store passes the configured policy and config
+        self.policy = policy or load_policy(SHIPPED_POLICY)
         self._classify = classify or policy_classifier(self.policy)
-        self.config = config or LifecycleConfig.from_settings(get_settings())
+        self.config = config or LifecycleConfig()
         self._clock = clock
         self.timers = TimerQueue(client, prefix)
         self.events = EventLog(client, prefix, maxlen=self.config.events_maxlen)
