@@ -27,6 +27,7 @@ from bot.lifecycle import (
     transition,
 )
 from bot.lifecycle import Entry as Entry
+from bot.lifecycle import severity_entry as severity_entry
 from bot.models import (
     AlertmanagerWebhook,
     AlertState,
@@ -148,21 +149,6 @@ def _firing_only(webhook: AlertmanagerWebhook) -> AlertmanagerWebhook:
     """The notification restricted to its firing alerts (what severity should be judged on)."""
     firing = [a for a in webhook.alerts if a.status is AlertStatus.FIRING]
     return webhook.model_copy(update={"alerts": firing}) if firing else webhook
-
-
-def severity_entry(change: SeverityChange) -> Entry:
-    """The ``severity_changed`` timeline entry of a severity change."""
-    return Entry(
-        "severity_changed",
-        f"Severity {change.describe()}",
-        {
-            "actor": change.by,
-            "from": change.old.value,
-            "to": change.new.value,
-            "reason": change.reason,
-            "automatic": change.automatic,
-        },
-    )
 
 
 def _maintenance_entry(mark: MaintenanceMark) -> Entry:

@@ -456,3 +456,122 @@ def timers_after_notification(
     if severity_changed:
         return replan_for_level(incident, level, now)
     return incident
+
+
+# --- lifecycle events and severity changes: what they do to an incident ----------------------------------
+
+#: Timeline kind written for each lifecycle event.
+EVENT_KINDS: dict[Event, str] = {
+    Event.ACK: "acknowledged",
+    Event.UNACK: "unacknowledged",
+    Event.START_MITIGATION: "mitigation_started",
+    Event.STOP_MITIGATION: "mitigation_stopped",
+    Event.RESOLVE: "resolved",
+    Event.REOPEN: "reopened",
+}
+
+
+def event_change(
+    current: Incident,
+    event: Event | str,
+    *,
+    who: str,
+    note: str,
+    now: datetime,
+    level: LevelSpec,
+    reopen_window: timedelta,
+    max_levels: int,
+) -> tuple[Incident, Effects]:
+    """*who*'s lifecycle *event* on *current*: the new state and timers, its timeline entry and events."""
+    target = transition(
+        current.status.value,
+        event,
+        now=now,
+        resolved_at=current.resolved_at,
+        reopen_window=reopen_window,
+        incident_id=current.id,
+    )
+    happened = Event(event)
+    updated = current.model_copy(update={"status": IncidentStatus(target.value), "updated_at": now})
+    out = Effects()
+    if happened is Event.ACK:
+        updated = pause_escalation(
+            updated.model_copy(
+                update={
+                    "acknowledged_at": current.acknowledged_at or now,
+                    "acknowledged_by": current.acknowledged_by or who,
+                }
+            )
+        )
+    elif happened is Event.UNACK:
+        updated = resume_escalation(updated, level, now, max_levels=max_levels)
+    elif happened is Event.RESOLVE:
+        updated = disarm(updated.model_copy(update={"resolved_at": now}))
+        out.events.append(
+            ("postmortem_ready", {"command": f"incident-bot incidents postmortem {current.id}"})
+        )
+    elif happened is Event.REOPEN:
+        updated = updated.model_copy(
+            update={
+                "resolved_at": None,
+                "reopened_count": current.reopened_count + 1,
+                "escalation_level": 0,
+            }
+        )
+        updated = arm(updated, level, now, max_levels=max_levels)
+        out.events.append(("reopened", {"reopened_count": updated.reopened_count, "actor": who}))
+    text = f"{EVENT_KINDS[happened].replace('_', ' ').capitalize()} by {who}."
+    if note.strip():
+        text += f" {note.strip()}"
+    data: dict[str, object] = {
+        "actor": who,
+        "event": happened.value,
+        "from": current.status.value,
+        "to": target.value,
+        "note": note.strip(),
+    }
+    out.entries.append(Entry(EVENT_KINDS[happened], text, data))
+    return updated, out
+
+
+def severity_entry(change: SeverityChange) -> Entry:
+    """The ``severity_changed`` timeline entry of a severity change."""
+    return Entry(
+        "severity_changed",
+        f"Severity {change.describe()}",
+        {
+            "actor": change.by,
+            "from": change.old.value,
+            "to": change.new.value,
+            "reason": change.reason,
+            "automatic": change.automatic,
+        },
+    )
+
+
+def severity_event(change: SeverityChange) -> dict[str, object]:
+    """The fields of a ``severity_changed`` event."""
+    return {
+        "from": change.old.value,
+        "to": change.new.value,
+        "raised": change.raised,
+        "automatic": change.automatic,
+        "actor": change.by,
+        "reason": change.reason,
+    }
+
+
+def severity_update(
+    current: Incident, accepted: SeverityChange, level: LevelSpec, now: datetime
+) -> tuple[Incident, Effects]:
+    """An accepted severity change applied: severity, reason, timers for its *level*, entry and event."""
+    reason = f"{accepted.new.value} set by {accepted.by}: {accepted.reason}"
+    if accepted.automatic:
+        reason = accepted.reason
+    updated = current.model_copy(
+        update={"severity": accepted.new, "severity_reason": reason, "updated_at": now}
+    )
+    updated = replan_for_level(updated, level, now)
+    return updated, Effects(
+        entries=[severity_entry(accepted)], events=[("severity_changed", severity_event(accepted))]
+    )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from bot.lifecycle import EVENT_KINDS as EVENT_KINDS
 from bot.lifecycle import FlapState as FlapState
-from bot.storage.incidents import EVENT_KINDS as EVENT_KINDS
 from bot.storage.incidents import GROUP_STATE_TTL as GROUP_STATE_TTL
 from bot.storage.incidents import ApplyResult as ApplyResult
 from bot.storage.incidents import FlappingGroup as FlappingGroup

@@ -47,7 +47,6 @@ from bot.intake import (
     Outcome,
     decide,
     policy_classifier,
-    severity_entry,
 )
 from bot.lifecycle import (
     AUTOMATION_ACTOR,
@@ -58,21 +57,18 @@ from bot.lifecycle import (
     Event,
     FlapAction,
     FlapState,
-    SeverityChange,
     TimerRef,
-    arm,
     automatic_severity_change,
     disarm,
     escalate,
+    event_change,
     flap_state,
     flapping_entry,
     manual_severity_change,
-    pause_escalation,
     remind,
-    replan_for_level,
-    resume_escalation,
+    severity_event,
+    severity_update,
     timers_after_notification,
-    transition,
 )
 from bot.models import (
     AlertmanagerWebhook,
@@ -91,16 +87,6 @@ from bot.storage.timers import TimerQueue
 from bot.storage.window import SlidingWindow
 
 log = logging.getLogger(__name__)
-
-#: Timeline kind written for each lifecycle event.
-EVENT_KINDS: dict[Event, str] = {
-    Event.ACK: "acknowledged",
-    Event.UNACK: "unacknowledged",
-    Event.START_MITIGATION: "mitigation_started",
-    Event.STOP_MITIGATION: "mitigation_stopped",
-    Event.RESOLVE: "resolved",
-    Event.REOPEN: "reopened",
-}
 
 #: How long a group's last status is remembered without news (for flap counting).
 GROUP_STATE_TTL = int(timedelta(days=7).total_seconds())
@@ -315,7 +301,7 @@ class IncidentStore:
         if decision.outcome is Outcome.REOPENED:
             out.append(("reopened", {"reopened_count": incident.reopened_count}))
         if decision.severity_change is not None:
-            out.append(("severity_changed", _severity_event(decision.severity_change)))
+            out.append(("severity_changed", severity_event(decision.severity_change)))
         if decision.outcome is Outcome.RESOLVED:
             out.append(("postmortem_ready", {"command": f"incident-bot incidents postmortem {incident.id}"}))
         return out
@@ -415,57 +401,16 @@ class IncidentStore:
             raise PermanentError("a lifecycle change must say who made it")
 
         def change(current: Incident, now: datetime) -> tuple[Incident, Effects]:
-            target = transition(
-                current.status.value,
+            return event_change(
+                current,
                 event,
+                who=who,
+                note=note,
                 now=now,
-                resolved_at=current.resolved_at,
+                level=self._level(current.severity),
                 reopen_window=self.config.reopen_window,
-                incident_id=current.id,
+                max_levels=self.config.escalation_max_levels,
             )
-            happened = Event(event)
-            level = self._level(current.severity)
-            max_levels = self.config.escalation_max_levels
-            updated = current.model_copy(update={"status": IncidentStatus(target.value), "updated_at": now})
-            out = Effects()
-            if happened is Event.ACK:
-                updated = pause_escalation(
-                    updated.model_copy(
-                        update={
-                            "acknowledged_at": current.acknowledged_at or now,
-                            "acknowledged_by": current.acknowledged_by or who,
-                        }
-                    )
-                )
-            elif happened is Event.UNACK:
-                updated = resume_escalation(updated, level, now, max_levels=max_levels)
-            elif happened is Event.RESOLVE:
-                updated = disarm(updated.model_copy(update={"resolved_at": now}))
-                out.events.append(
-                    ("postmortem_ready", {"command": f"incident-bot incidents postmortem {current.id}"})
-                )
-            elif happened is Event.REOPEN:
-                updated = updated.model_copy(
-                    update={
-                        "resolved_at": None,
-                        "reopened_count": current.reopened_count + 1,
-                        "escalation_level": 0,
-                    }
-                )
-                updated = arm(updated, level, now, max_levels=max_levels)
-                out.events.append(("reopened", {"reopened_count": updated.reopened_count, "actor": who}))
-            text = f"{EVENT_KINDS[happened].replace('_', ' ').capitalize()} by {who}."
-            if note.strip():
-                text += f" {note.strip()}"
-            data: dict[str, object] = {
-                "actor": who,
-                "event": happened.value,
-                "from": current.status.value,
-                "to": target.value,
-                "note": note.strip(),
-            }
-            out.entries.append(Entry(EVENT_KINDS[happened], text, data))
-            return updated, out
 
         return self._mutate(incident_id, change)
 
@@ -475,7 +420,7 @@ class IncidentStore:
 
         def change(current: Incident, now: datetime) -> tuple[Incident, Effects]:
             accepted = manual_severity_change(current.severity, new, who=who, why=why)
-            return self._severity_update(current, accepted, now)
+            return severity_update(current, accepted, self._level(accepted.new), now)
 
         return self._mutate(incident_id, change)
 
@@ -500,27 +445,12 @@ class IncidentStore:
             )
             if accepted is None:
                 return current, Effects()
-            updated, out = self._severity_update(current, accepted, now)
+            updated, out = severity_update(current, accepted, self._level(accepted.new), now)
             raised.append(updated)
             return updated, out
 
         self._mutate(incident_id, change)
         return raised[0] if raised else None
-
-    def _severity_update(
-        self, current: Incident, accepted: SeverityChange, now: datetime
-    ) -> tuple[Incident, Effects]:
-        reason = f"{accepted.new.value} set by {accepted.by}: {accepted.reason}"
-        if accepted.automatic:
-            reason = accepted.reason
-        updated = current.model_copy(
-            update={"severity": accepted.new, "severity_reason": reason, "updated_at": now}
-        )
-        updated = replan_for_level(updated, self._level(accepted.new), now)
-        out = Effects(
-            entries=[severity_entry(accepted)], events=[("severity_changed", _severity_event(accepted))]
-        )
-        return updated, out
 
     def _mutate(
         self,
@@ -764,14 +694,3 @@ class IncidentStore:
     def task_stats(self) -> dict[str, int]:
         """Task outcome counters, "<task>:<outcome>" -> count."""
         return {_t(k): int(v) for k, v in self._r.hgetall(self.key("stats", "tasks")).items()}
-
-
-def _severity_event(change: SeverityChange) -> dict[str, object]:
-    return {
-        "from": change.old.value,
-        "to": change.new.value,
-        "raised": change.raised,
-        "automatic": change.automatic,
-        "actor": change.by,
-        "reason": change.reason,
-    }

@@ -20,12 +20,14 @@ from bot.lifecycle import (
     allowed_events,
     automatic_severity_change,
     escalate,
+    event_change,
     flap_state,
     flapping_entry,
     is_allowed,
     is_open,
     manual_severity_change,
     remind,
+    severity_update,
     timers_after_notification,
     transition,
 )
@@ -357,3 +359,79 @@ def test_timers_after_a_notification() -> None:
         NOW + timedelta(minutes=30),
     )
     assert _plan(armed) == armed
+
+
+def _event(incident: Incident, event: str, note: str = "") -> tuple[Incident, Effects]:
+    return event_change(
+        incident,
+        event,
+        who="alice",
+        note=note,
+        now=NOW,
+        level=LEVEL,
+        reopen_window=timedelta(minutes=30),
+        max_levels=3,
+    )
+
+
+def test_ack_pauses_escalation_keeps_reminders_and_remembers_the_first_ack() -> None:
+    armed = _incident(escalation_due=NOW + timedelta(minutes=5), next_reminder_at=NOW + timedelta(minutes=9))
+    updated, effects = _event(armed, "ack", " on it ")
+    assert updated.status is IncidentStatus.ACKNOWLEDGED
+    assert (updated.acknowledged_at, updated.acknowledged_by) == (NOW, "alice")
+    assert (updated.escalation_due, updated.next_reminder_at) == (None, NOW + timedelta(minutes=9))
+    data = {"actor": "alice", "event": "ack", "from": "triggered", "to": "acknowledged", "note": "on it"}
+    assert effects == Effects(entries=[Entry("acknowledged", "Acknowledged by alice. on it", data)])
+
+
+def test_resolve_disarms_and_offers_the_postmortem() -> None:
+    armed = _incident(escalation_due=NOW, next_reminder_at=NOW)
+    updated, effects = _event(armed, "resolve")
+    assert (updated.status, updated.resolved_at) == (IncidentStatus.RESOLVED, NOW)
+    assert (updated.escalation_due, updated.next_reminder_at) == (None, None)
+    assert effects.events == [("postmortem_ready", {"command": "incident-bot incidents postmortem INC-0007"})]
+    assert effects.entries[0].message == "Resolved by alice."
+
+
+def test_reopen_counts_resets_the_escalation_and_arms_the_timers() -> None:
+    done = _incident(
+        status=IncidentStatus.RESOLVED, resolved_at=NOW - timedelta(minutes=10), escalation_level=2
+    )
+    updated, effects = _event(done, "reopen")
+    assert (updated.status, updated.resolved_at, updated.reopened_count) == (
+        IncidentStatus.TRIGGERED,
+        None,
+        1,
+    )
+    assert (updated.escalation_level, updated.escalation_due) == (0, NOW + timedelta(minutes=15))
+    assert effects.events == [("reopened", {"reopened_count": 1, "actor": "alice"})]
+
+
+def test_a_forbidden_event_raises() -> None:
+    with pytest.raises(InvalidTransition, match="cannot unack INC-0007 in state triggered"):
+        _event(_incident(), "unack")
+
+
+def test_severity_update_replans_for_the_new_level() -> None:
+    change = manual_severity_change(Severity.P1, Severity.P0, who="bob", why="customers down")
+    armed = _incident(escalation_due=NOW + timedelta(hours=1), next_reminder_at=None)
+    updated, effects = severity_update(armed, change, LEVEL, NOW)
+    assert (updated.severity, updated.severity_reason) == (Severity.P0, "P0 set by bob: customers down")
+    assert (updated.escalation_due, updated.next_reminder_at) == (
+        NOW + timedelta(minutes=15),
+        NOW + timedelta(minutes=30),
+    )
+    assert [e.kind for e in effects.entries] == ["severity_changed"]
+    assert effects.events == [
+        (
+            "severity_changed",
+            {
+                "from": "P1",
+                "to": "P0",
+                "raised": True,
+                "automatic": False,
+                "actor": "bob",
+                "reason": "customers down",
+            },
+        )
+    ]
