@@ -24,9 +24,11 @@ from bot.lifecycle import (
     Event,
     SeverityChange,
     automatic_severity_change,
+    severity_event,
     transition,
 )
 from bot.lifecycle import Entry as Entry
+from bot.lifecycle import MaintenanceMark as MaintenanceMark
 from bot.lifecycle import severity_entry as severity_entry
 from bot.models import (
     AlertmanagerWebhook,
@@ -84,15 +86,6 @@ class Outcome(StrEnum):
     REOPENED = "reopened"
     IGNORED = "ignored"
     FLAPPING = "flapping"
-
-
-@dataclass(frozen=True)
-class MaintenanceMark:
-    """The maintenance window covering a notification's firing alerts."""
-
-    window_id: str
-    reason: str
-    created_by: str
 
 
 @dataclass(frozen=True)
@@ -162,6 +155,18 @@ def _maintenance_entry(mark: MaintenanceMark) -> Entry:
 
 def _maintenance_fields(mark: MaintenanceMark | None) -> dict[str, object]:
     return {"in_maintenance": mark is not None, "maintenance_reason": mark.reason if mark else None}
+
+
+def notification_events(decision: Decision, incident: Incident) -> list[tuple[str, dict[str, object]]]:
+    """The events (type, extra fields) a stored decision writes beside its incident's fields."""
+    out: list[tuple[str, dict[str, object]]] = []
+    if decision.outcome is Outcome.REOPENED:
+        out.append(("reopened", {"reopened_count": incident.reopened_count}))
+    if decision.severity_change is not None:
+        out.append(("severity_changed", severity_event(decision.severity_change)))
+    if decision.outcome is Outcome.RESOLVED:
+        out.append(("postmortem_ready", {"command": f"incident-bot incidents postmortem {incident.id}"}))
+    return out
 
 
 def decide(

@@ -244,6 +244,49 @@ class Effects:
 # --- escalations and status reminders: what a due timer does ---------------------------------------------
 
 
+@dataclass(frozen=True)
+class MaintenanceMark:
+    """The maintenance window covering a notification's (or an incident's) firing alerts."""
+
+    window_id: str
+    reason: str
+    created_by: str
+
+
+def timer_applies(timer: TimerRef, current: Incident) -> bool:
+    """Whether a claimed timer still fires: its open incident wants exactly it (an escalation: unacked)."""
+    if not timer.is_current(current) or not current.is_open:
+        return False
+    # an escalation of an incident acknowledged by a path that left the timer behind does not fire
+    return timer.kind != ESCALATE or current.status is IncidentStatus.TRIGGERED
+
+
+def fire(
+    timer: TimerRef,
+    current: Incident,
+    mark: MaintenanceMark | None,
+    level: LevelSpec,
+    now: datetime,
+    *,
+    max_levels: int,
+) -> tuple[str, Incident, Effects]:
+    """A timer that applies, fired: 'maintenance' (a window covers it now), 'escalated' or 'reminded'."""
+    if mark is not None:
+        updated = disarm(
+            current.model_copy(update={"in_maintenance": True, "maintenance_reason": mark.reason})
+        )
+        entry = Entry(
+            "in_maintenance",
+            f"Maintenance window {mark.window_id} ({mark.reason}) now covers this incident: "
+            "no escalation, reminders or actions.",
+            {"window_id": mark.window_id, "reason": mark.reason, "created_by": mark.created_by},
+        )
+        return "maintenance", updated, Effects(entries=[entry])
+    if timer.kind == ESCALATE:
+        return ("escalated", *escalate(current, level, now, max_levels=max_levels))
+    return ("reminded", *remind(current, level, now))
+
+
 def escalate(
     current: Incident, level: LevelSpec, now: datetime, *, max_levels: int
 ) -> tuple[Incident, Effects]:

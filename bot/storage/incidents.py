@@ -46,28 +46,25 @@ from bot.intake import (
     MaintenanceMark,
     Outcome,
     decide,
+    notification_events,
     policy_classifier,
 )
 from bot.lifecycle import (
     AUTOMATION_ACTOR,
     DEFAULT_REOPEN_WINDOW,
-    ESCALATE,
     Effects,
-    Entry,
     Event,
     FlapAction,
     FlapState,
     TimerRef,
     automatic_severity_change,
-    disarm,
-    escalate,
     event_change,
+    fire,
     flap_state,
     flapping_entry,
     manual_severity_change,
-    remind,
-    severity_event,
     severity_update,
+    timer_applies,
     timers_after_notification,
 )
 from bot.models import (
@@ -266,7 +263,7 @@ class IncidentStore:
             for entry in decision.entries:
                 self._xadd(pipe, incident.id, entry.kind, entry.message, entry.data, now)
             self.timers.sync(pipe, before, incident)
-            for type_, extra in self._notification_events(decision, incident):
+            for type_, extra in notification_events(decision, incident):
                 self.events.add(
                     pipe, type_, now, incident_fields(incident, page=self._pages(incident)) | extra
                 )
@@ -293,18 +290,6 @@ class IncidentStore:
             resolved=decision.outcome is Outcome.RESOLVED,
             severity_changed=decision.severity_change is not None,
         )
-
-    def _notification_events(
-        self, decision: Decision, incident: Incident
-    ) -> list[tuple[str, dict[str, object]]]:
-        out: list[tuple[str, dict[str, object]]] = []
-        if decision.outcome is Outcome.REOPENED:
-            out.append(("reopened", {"reopened_count": incident.reopened_count}))
-        if decision.severity_change is not None:
-            out.append(("severity_changed", severity_event(decision.severity_change)))
-        if decision.outcome is Outcome.RESOLVED:
-            out.append(("postmortem_ready", {"command": f"incident-bot incidents postmortem {incident.id}"}))
-        return out
 
     def _pages(self, incident: Incident) -> bool:
         return self._level(incident.severity).page
@@ -528,30 +513,15 @@ class IncidentStore:
         outcome = ["stale"]
 
         def change(current: Incident, _now: datetime) -> tuple[Incident, Effects]:
-            if not timer.is_current(current) or not current.is_open:
+            if not timer_applies(timer, current):
                 return current, Effects()
-            if timer.kind == ESCALATE and current.status is not IncidentStatus.TRIGGERED:
-                return current, Effects()  # acknowledged by a path that left the timer behind
             firing = [a.labels for a in current.alerts.values() if a.status is AlertStatus.FIRING]
             mark = self._maintenance_mark(firing) if firing else None
-            if mark is not None:
-                outcome[0] = "maintenance"
-                updated = disarm(
-                    current.model_copy(update={"in_maintenance": True, "maintenance_reason": mark.reason})
-                )
-                entry = Entry(
-                    "in_maintenance",
-                    f"Maintenance window {mark.window_id} ({mark.reason}) now covers this incident: "
-                    "no escalation, reminders or actions.",
-                    {"window_id": mark.window_id, "reason": mark.reason, "created_by": mark.created_by},
-                )
-                return updated, Effects(entries=[entry])
             level = self._level(current.severity)
-            if timer.kind == ESCALATE:
-                outcome[0] = "escalated"
-                return escalate(current, level, now, max_levels=self.config.escalation_max_levels)
-            outcome[0] = "reminded"
-            return remind(current, level, now)
+            outcome[0], updated, out = fire(
+                timer, current, mark, level, now, max_levels=self.config.escalation_max_levels
+            )
+            return updated, out
 
         self._mutate(timer.incident_id, change, finish=timer)
         return outcome[0]

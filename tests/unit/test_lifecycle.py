@@ -15,12 +15,15 @@ from bot.lifecycle import (
     Event,
     FlapAction,
     FlapState,
+    MaintenanceMark,
     SeverityChangeRefused,
     State,
+    TimerRef,
     allowed_events,
     automatic_severity_change,
     escalate,
     event_change,
+    fire,
     flap_state,
     flapping_entry,
     is_allowed,
@@ -28,6 +31,7 @@ from bot.lifecycle import (
     manual_severity_change,
     remind,
     severity_update,
+    timer_applies,
     timers_after_notification,
     transition,
 )
@@ -435,3 +439,28 @@ def test_severity_update_replans_for_the_new_level() -> None:
             },
         )
     ]
+
+
+def test_a_timer_applies_only_while_its_open_incident_wants_exactly_it() -> None:
+    due = NOW - timedelta(seconds=1)
+    armed = _incident(escalation_due=due, next_reminder_at=due)
+    escalation, reminder = TimerRef.of("escalate", armed.id, due), TimerRef.of("remind", armed.id, due)
+    assert timer_applies(escalation, armed) and timer_applies(reminder, armed)
+    assert not timer_applies(TimerRef.of("escalate", armed.id, NOW), armed)  # rescheduled since
+    acked = armed.model_copy(update={"status": IncidentStatus.ACKNOWLEDGED})
+    assert not timer_applies(escalation, acked) and timer_applies(reminder, acked)
+    done = armed.model_copy(update={"status": IncidentStatus.RESOLVED})
+    assert not timer_applies(reminder, done)
+
+
+def test_firing_a_timer_inside_a_maintenance_window_disarms_instead() -> None:
+    armed = _incident(escalation_due=NOW, next_reminder_at=NOW)
+    timer = TimerRef.of("escalate", armed.id, NOW)
+    mark = MaintenanceMark("MW-2", "node drain", "bob")
+    outcome, updated, effects = fire(timer, armed, mark, LEVEL, NOW, max_levels=3)
+    assert outcome == "maintenance"
+    assert (updated.in_maintenance, updated.maintenance_reason) == (True, "node drain")
+    assert (updated.escalation_due, updated.next_reminder_at) == (None, None)
+    assert [e.kind for e in effects.entries] == ["in_maintenance"] and effects.events == []
+    assert fire(timer, armed, None, LEVEL, NOW, max_levels=3)[0] == "escalated"
+    assert fire(TimerRef.of("remind", armed.id, NOW), armed, None, LEVEL, NOW, max_levels=3)[0] == "reminded"
