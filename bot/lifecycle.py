@@ -40,6 +40,12 @@ and its alert still firing (:func:`automatic_severity_change`).
 Timers: when an incident's next escalation and status reminder are due (:func:`arm`, :func:`disarm`,
 :func:`pause_escalation`, :func:`resume_escalation`, :func:`replan_for_level`); bot.storage.timers mirrors
 them (:func:`wanted`) into the sorted set that beat polls.
+
+What the incident store applies under its lock is decided here too, as values: a lifecycle event
+(:func:`event_change`), a severity change (:func:`severity_update`), a due timer (:func:`timer_applies`,
+:func:`fire`: escalate, remind, or stand down in a maintenance window) and a group's flapping
+(:func:`flap_state`, :meth:`FlapState.action`, :func:`flapping_entry`). Each returns the new incident and its
+:class:`Effects` (timeline entries and events); the store only reads and writes.
 """
 
 from __future__ import annotations
@@ -241,6 +247,244 @@ class Effects:
     events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
 
 
+# --- lifecycle events and severity changes: what they do to an incident ----------------------------------
+
+#: Timeline kind written for each lifecycle event.
+EVENT_KINDS: dict[Event, str] = {
+    Event.ACK: "acknowledged",
+    Event.UNACK: "unacknowledged",
+    Event.START_MITIGATION: "mitigation_started",
+    Event.STOP_MITIGATION: "mitigation_stopped",
+    Event.RESOLVE: "resolved",
+    Event.REOPEN: "reopened",
+}
+
+
+def event_change(
+    current: Incident,
+    event: Event | str,
+    *,
+    who: str,
+    note: str,
+    now: datetime,
+    level: LevelSpec,
+    reopen_window: timedelta,
+    max_levels: int,
+) -> tuple[Incident, Effects]:
+    """*who*'s lifecycle *event* on *current*: the new state and timers, its timeline entry and events."""
+    target = transition(
+        current.status.value,
+        event,
+        now=now,
+        resolved_at=current.resolved_at,
+        reopen_window=reopen_window,
+        incident_id=current.id,
+    )
+    happened = Event(event)
+    updated = current.model_copy(update={"status": IncidentStatus(target.value), "updated_at": now})
+    out = Effects()
+    if happened is Event.ACK:
+        updated = pause_escalation(
+            updated.model_copy(
+                update={
+                    "acknowledged_at": current.acknowledged_at or now,
+                    "acknowledged_by": current.acknowledged_by or who,
+                }
+            )
+        )
+    elif happened is Event.UNACK:
+        updated = resume_escalation(updated, level, now, max_levels=max_levels)
+    elif happened is Event.RESOLVE:
+        updated = disarm(updated.model_copy(update={"resolved_at": now}))
+        out.events.append(
+            ("postmortem_ready", {"command": f"incident-bot incidents postmortem {current.id}"})
+        )
+    elif happened is Event.REOPEN:
+        updated = updated.model_copy(
+            update={
+                "resolved_at": None,
+                "reopened_count": current.reopened_count + 1,
+                "escalation_level": 0,
+            }
+        )
+        updated = arm(updated, level, now, max_levels=max_levels)
+        out.events.append(("reopened", {"reopened_count": updated.reopened_count, "actor": who}))
+    text = f"{EVENT_KINDS[happened].replace('_', ' ').capitalize()} by {who}."
+    if note.strip():
+        text += f" {note.strip()}"
+    data: dict[str, object] = {
+        "actor": who,
+        "event": happened.value,
+        "from": current.status.value,
+        "to": target.value,
+        "note": note.strip(),
+    }
+    out.entries.append(Entry(EVENT_KINDS[happened], text, data))
+    return updated, out
+
+
+def severity_entry(change: SeverityChange) -> Entry:
+    """The ``severity_changed`` timeline entry of a severity change."""
+    return Entry(
+        "severity_changed",
+        f"Severity {change.describe()}",
+        {
+            "actor": change.by,
+            "from": change.old.value,
+            "to": change.new.value,
+            "reason": change.reason,
+            "automatic": change.automatic,
+        },
+    )
+
+
+def severity_event(change: SeverityChange) -> dict[str, object]:
+    """The fields of a ``severity_changed`` event."""
+    return {
+        "from": change.old.value,
+        "to": change.new.value,
+        "raised": change.raised,
+        "automatic": change.automatic,
+        "actor": change.by,
+        "reason": change.reason,
+    }
+
+
+def severity_update(
+    current: Incident, accepted: SeverityChange, level: LevelSpec, now: datetime
+) -> tuple[Incident, Effects]:
+    """An accepted severity change applied: severity, reason, timers for its *level*, entry and event."""
+    reason = f"{accepted.new.value} set by {accepted.by}: {accepted.reason}"
+    if accepted.automatic:
+        reason = accepted.reason
+    updated = current.model_copy(
+        update={"severity": accepted.new, "severity_reason": reason, "updated_at": now}
+    )
+    updated = replan_for_level(updated, level, now)
+    return updated, Effects(
+        entries=[severity_entry(accepted)], events=[("severity_changed", severity_event(accepted))]
+    )
+
+
+# --- timers: when an incident's next escalation and reminder are due (bot.storage.timers keeps them) -----
+
+ESCALATE = "escalate"
+REMIND = "remind"
+KINDS = (ESCALATE, REMIND)
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class TimerRef:
+    """A parsed timer member."""
+
+    kind: str
+    incident_id: str
+    due_ms: int
+
+    @property
+    def member(self) -> str:
+        """The sorted-set member naming this timer."""
+        return f"{self.kind}|{self.incident_id}|{self.due_ms}"
+
+    @classmethod
+    def parse(cls, member: str) -> TimerRef:
+        """Parse a member; ValueError if it is not one of ours."""
+        parts = str(member).split("|")
+        if len(parts) != 3:
+            raise ValueError(f"not a timer member: {member!r}")
+        kind, incident_id, due = parts
+        if kind not in KINDS:
+            raise ValueError(f"unknown timer kind {kind!r}")
+        return cls(kind, incident_id, int(due))
+
+    @classmethod
+    def of(cls, kind: str, incident_id: str, due: datetime) -> TimerRef:
+        """The timer of *kind* for an incident due at *due*."""
+        return cls(kind, incident_id, _ms(due))
+
+    def is_current(self, incident: Incident) -> bool:
+        """Whether the incident still wants exactly this timer (not acked, rescheduled or resolved)."""
+        due = incident.escalation_due if self.kind == ESCALATE else incident.next_reminder_at
+        return due is not None and _ms(due) == self.due_ms
+
+
+def arm(incident: Incident, level: LevelSpec, now: datetime, *, max_levels: int) -> Incident:
+    """Timers of a freshly (re)triggered incident: escalation and, if its level has them, reminders."""
+    if incident.in_maintenance or incident.status is not IncidentStatus.TRIGGERED:
+        return disarm(incident)
+    escalation = now + level.escalation if incident.escalation_level < max_levels else None
+    reminder = now + level.status_update_every if level.status_update_every else None
+    return incident.model_copy(update={"escalation_due": escalation, "next_reminder_at": reminder})
+
+
+def disarm(incident: Incident) -> Incident:
+    """No timers (resolved, or in maintenance)."""
+    return incident.model_copy(update={"escalation_due": None, "next_reminder_at": None})
+
+
+def pause_escalation(incident: Incident) -> Incident:
+    """An acknowledged incident does not escalate; its reminders go on."""
+    return incident.model_copy(update={"escalation_due": None})
+
+
+def resume_escalation(incident: Incident, level: LevelSpec, now: datetime, *, max_levels: int) -> Incident:
+    """Back to triggered (unack): escalation runs again from now."""
+    if incident.in_maintenance or incident.escalation_level >= max_levels:
+        return incident
+    return incident.model_copy(update={"escalation_due": now + level.escalation})
+
+
+def replan_for_level(incident: Incident, level: LevelSpec, now: datetime) -> Incident:
+    """Timers after a severity change: escalation no later than the new deadline, the new reminders."""
+    if incident.in_maintenance or not incident.is_open:
+        return disarm(incident)
+    update: dict[str, object] = {}
+    if incident.escalation_due is not None:
+        update["escalation_due"] = min(incident.escalation_due, now + level.escalation)
+    every = level.status_update_every
+    if every is None:
+        update["next_reminder_at"] = None
+    elif incident.next_reminder_at is None:
+        update["next_reminder_at"] = now + every
+    else:
+        update["next_reminder_at"] = min(incident.next_reminder_at, now + every)
+    return incident.model_copy(update=update)
+
+
+def wanted(incident: Incident) -> set[TimerRef]:
+    """The timers the sorted set should hold for *incident*."""
+    out = set()
+    if incident.escalation_due is not None:
+        out.add(TimerRef.of(ESCALATE, incident.id, incident.escalation_due))
+    if incident.next_reminder_at is not None:
+        out.add(TimerRef.of(REMIND, incident.id, incident.next_reminder_at))
+    return out
+
+
+def timers_after_notification(
+    incident: Incident,
+    level: LevelSpec,
+    now: datetime,
+    *,
+    max_levels: int,
+    opened: bool,
+    resolved: bool,
+    severity_changed: bool,
+) -> Incident:
+    """Timers after a notification: armed if it (re)opened, none if resolved, replanned on a new severity."""
+    if opened:
+        return arm(incident, level, now, max_levels=max_levels)
+    if resolved:
+        return disarm(incident)
+    if severity_changed:
+        return replan_for_level(incident, level, now)
+    return incident
+
+
 # --- escalations and status reminders: what a due timer does ---------------------------------------------
 
 
@@ -380,241 +624,3 @@ def flapping_entry(changes: int, *, threshold: int, window: timedelta) -> Entry:
         "threshold": threshold,
     }
     return Entry("flapping", message, data)
-
-
-# --- timers: when an incident's next escalation and reminder are due (bot.storage.timers keeps them) -----
-
-ESCALATE = "escalate"
-REMIND = "remind"
-KINDS = (ESCALATE, REMIND)
-
-
-def _ms(when: datetime) -> int:
-    return int(when.timestamp() * 1000)
-
-
-@dataclass(frozen=True)
-class TimerRef:
-    """A parsed timer member."""
-
-    kind: str
-    incident_id: str
-    due_ms: int
-
-    @property
-    def member(self) -> str:
-        """The sorted-set member naming this timer."""
-        return f"{self.kind}|{self.incident_id}|{self.due_ms}"
-
-    @classmethod
-    def parse(cls, member: str) -> TimerRef:
-        """Parse a member; ValueError if it is not one of ours."""
-        parts = str(member).split("|")
-        if len(parts) != 3:
-            raise ValueError(f"not a timer member: {member!r}")
-        kind, incident_id, due = parts
-        if kind not in KINDS:
-            raise ValueError(f"unknown timer kind {kind!r}")
-        return cls(kind, incident_id, int(due))
-
-    @classmethod
-    def of(cls, kind: str, incident_id: str, due: datetime) -> TimerRef:
-        """The timer of *kind* for an incident due at *due*."""
-        return cls(kind, incident_id, _ms(due))
-
-    def is_current(self, incident: Incident) -> bool:
-        """Whether the incident still wants exactly this timer (not acked, rescheduled or resolved)."""
-        due = incident.escalation_due if self.kind == ESCALATE else incident.next_reminder_at
-        return due is not None and _ms(due) == self.due_ms
-
-
-def arm(incident: Incident, level: LevelSpec, now: datetime, *, max_levels: int) -> Incident:
-    """Timers of a freshly (re)triggered incident: escalation and, if its level has them, reminders."""
-    if incident.in_maintenance or incident.status is not IncidentStatus.TRIGGERED:
-        return disarm(incident)
-    escalation = now + level.escalation if incident.escalation_level < max_levels else None
-    reminder = now + level.status_update_every if level.status_update_every else None
-    return incident.model_copy(update={"escalation_due": escalation, "next_reminder_at": reminder})
-
-
-def disarm(incident: Incident) -> Incident:
-    """No timers (resolved, or in maintenance)."""
-    return incident.model_copy(update={"escalation_due": None, "next_reminder_at": None})
-
-
-def pause_escalation(incident: Incident) -> Incident:
-    """An acknowledged incident does not escalate; its reminders go on."""
-    return incident.model_copy(update={"escalation_due": None})
-
-
-def resume_escalation(incident: Incident, level: LevelSpec, now: datetime, *, max_levels: int) -> Incident:
-    """Back to triggered (unack): escalation runs again from now."""
-    if incident.in_maintenance or incident.escalation_level >= max_levels:
-        return incident
-    return incident.model_copy(update={"escalation_due": now + level.escalation})
-
-
-def replan_for_level(incident: Incident, level: LevelSpec, now: datetime) -> Incident:
-    """Timers after a severity change: escalation no later than the new deadline, the new reminders."""
-    if incident.in_maintenance or not incident.is_open:
-        return disarm(incident)
-    update: dict[str, object] = {}
-    if incident.escalation_due is not None:
-        update["escalation_due"] = min(incident.escalation_due, now + level.escalation)
-    every = level.status_update_every
-    if every is None:
-        update["next_reminder_at"] = None
-    elif incident.next_reminder_at is None:
-        update["next_reminder_at"] = now + every
-    else:
-        update["next_reminder_at"] = min(incident.next_reminder_at, now + every)
-    return incident.model_copy(update=update)
-
-
-def wanted(incident: Incident) -> set[TimerRef]:
-    """The timers the sorted set should hold for *incident*."""
-    out = set()
-    if incident.escalation_due is not None:
-        out.add(TimerRef.of(ESCALATE, incident.id, incident.escalation_due))
-    if incident.next_reminder_at is not None:
-        out.add(TimerRef.of(REMIND, incident.id, incident.next_reminder_at))
-    return out
-
-
-def timers_after_notification(
-    incident: Incident,
-    level: LevelSpec,
-    now: datetime,
-    *,
-    max_levels: int,
-    opened: bool,
-    resolved: bool,
-    severity_changed: bool,
-) -> Incident:
-    """Timers after a notification: armed if it (re)opened, none if resolved, replanned on a new severity."""
-    if opened:
-        return arm(incident, level, now, max_levels=max_levels)
-    if resolved:
-        return disarm(incident)
-    if severity_changed:
-        return replan_for_level(incident, level, now)
-    return incident
-
-
-# --- lifecycle events and severity changes: what they do to an incident ----------------------------------
-
-#: Timeline kind written for each lifecycle event.
-EVENT_KINDS: dict[Event, str] = {
-    Event.ACK: "acknowledged",
-    Event.UNACK: "unacknowledged",
-    Event.START_MITIGATION: "mitigation_started",
-    Event.STOP_MITIGATION: "mitigation_stopped",
-    Event.RESOLVE: "resolved",
-    Event.REOPEN: "reopened",
-}
-
-
-def event_change(
-    current: Incident,
-    event: Event | str,
-    *,
-    who: str,
-    note: str,
-    now: datetime,
-    level: LevelSpec,
-    reopen_window: timedelta,
-    max_levels: int,
-) -> tuple[Incident, Effects]:
-    """*who*'s lifecycle *event* on *current*: the new state and timers, its timeline entry and events."""
-    target = transition(
-        current.status.value,
-        event,
-        now=now,
-        resolved_at=current.resolved_at,
-        reopen_window=reopen_window,
-        incident_id=current.id,
-    )
-    happened = Event(event)
-    updated = current.model_copy(update={"status": IncidentStatus(target.value), "updated_at": now})
-    out = Effects()
-    if happened is Event.ACK:
-        updated = pause_escalation(
-            updated.model_copy(
-                update={
-                    "acknowledged_at": current.acknowledged_at or now,
-                    "acknowledged_by": current.acknowledged_by or who,
-                }
-            )
-        )
-    elif happened is Event.UNACK:
-        updated = resume_escalation(updated, level, now, max_levels=max_levels)
-    elif happened is Event.RESOLVE:
-        updated = disarm(updated.model_copy(update={"resolved_at": now}))
-        out.events.append(
-            ("postmortem_ready", {"command": f"incident-bot incidents postmortem {current.id}"})
-        )
-    elif happened is Event.REOPEN:
-        updated = updated.model_copy(
-            update={
-                "resolved_at": None,
-                "reopened_count": current.reopened_count + 1,
-                "escalation_level": 0,
-            }
-        )
-        updated = arm(updated, level, now, max_levels=max_levels)
-        out.events.append(("reopened", {"reopened_count": updated.reopened_count, "actor": who}))
-    text = f"{EVENT_KINDS[happened].replace('_', ' ').capitalize()} by {who}."
-    if note.strip():
-        text += f" {note.strip()}"
-    data: dict[str, object] = {
-        "actor": who,
-        "event": happened.value,
-        "from": current.status.value,
-        "to": target.value,
-        "note": note.strip(),
-    }
-    out.entries.append(Entry(EVENT_KINDS[happened], text, data))
-    return updated, out
-
-
-def severity_entry(change: SeverityChange) -> Entry:
-    """The ``severity_changed`` timeline entry of a severity change."""
-    return Entry(
-        "severity_changed",
-        f"Severity {change.describe()}",
-        {
-            "actor": change.by,
-            "from": change.old.value,
-            "to": change.new.value,
-            "reason": change.reason,
-            "automatic": change.automatic,
-        },
-    )
-
-
-def severity_event(change: SeverityChange) -> dict[str, object]:
-    """The fields of a ``severity_changed`` event."""
-    return {
-        "from": change.old.value,
-        "to": change.new.value,
-        "raised": change.raised,
-        "automatic": change.automatic,
-        "actor": change.by,
-        "reason": change.reason,
-    }
-
-
-def severity_update(
-    current: Incident, accepted: SeverityChange, level: LevelSpec, now: datetime
-) -> tuple[Incident, Effects]:
-    """An accepted severity change applied: severity, reason, timers for its *level*, entry and event."""
-    reason = f"{accepted.new.value} set by {accepted.by}: {accepted.reason}"
-    if accepted.automatic:
-        reason = accepted.reason
-    updated = current.model_copy(
-        update={"severity": accepted.new, "severity_reason": reason, "updated_at": now}
-    )
-    updated = replan_for_level(updated, level, now)
-    return updated, Effects(
-        entries=[severity_entry(accepted)], events=[("severity_changed", severity_event(accepted))]
-    )
