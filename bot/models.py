@@ -93,7 +93,7 @@ def group_id(group_key: str) -> str:
 
 
 class IncidentStatus(StrEnum):
-    """Where an incident is in its life."""
+    """Where an incident is in its life (bot.lifecycle calls this enum State)."""
 
     TRIGGERED = "triggered"
     ACKNOWLEDGED = "acknowledged"

@@ -100,11 +100,16 @@ def async_redis_client(settings: Settings, role: Role, *, url: str | None = None
 def incident_store(
     settings: Settings, client: redis.Redis, *, classify: Classifier | None = None
 ) -> IncidentStore:
-    """The incident store over `client`, with the configured prefix and dedup TTL."""
-    if classify is None:
-        return IncidentStore(client, prefix=settings.key_prefix, dedup_ttl=settings.dedup_ttl_seconds)
+    """The incident store over `client` with the configured prefix, dedup TTL, policy and lifecycle."""
+    from bot.storage.incidents import LifecycleConfig
+
     return IncidentStore(
-        client, prefix=settings.key_prefix, dedup_ttl=settings.dedup_ttl_seconds, classify=classify
+        client,
+        prefix=settings.key_prefix,
+        dedup_ttl=settings.dedup_ttl_seconds,
+        classify=classify,
+        policy=load_policy(settings.severity_policy),
+        config=LifecycleConfig.from_settings(settings),
     )
 
 

@@ -2,7 +2,7 @@
 
 `IncidentCommands` is what the Slack side and PagerDuty webhooks call. `StoreIncidentCommands` implements
 it on `IncidentStore`: ack, resolve and severity go through the store's lifecycle methods (the one
-transition table in bot/incidents/lifecycle.py); the commander is a pure decision (`decide_commander`)
+transition table in bot/lifecycle.py); the commander is a pure decision (`decide_commander`)
 applied with `IncidentStore.mutate`. Every change writes one timeline entry (kinds ``acknowledged``,
 ``resolved``, ``severity_changed``, ``commander_set``) whose data carries ``actor``.
 """
@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from bot.errors import InvalidTransition, PermanentError
-from bot.incidents.store import IncidentStore
 from bot.models import Incident, IncidentStatus, Severity
+from bot.storage.incidents import IncidentStore
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
 

@@ -18,8 +18,8 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from bot.models import AlertStatus, Incident, TimelineEntry
-from bot.severity import SeverityPolicy
+from bot.models import AlertState, AlertStatus, Incident, TimelineEntry
+from bot.severity import LevelSpec, SeverityPolicy
 
 TEMPLATE = "postmortem.md.j2"
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#!])")
@@ -80,17 +80,8 @@ def _open_questions(incident: Incident, timeline: Sequence[TimelineEntry]) -> li
     return questions
 
 
-def postmortem_context(
-    incident: Incident, timeline: Sequence[TimelineEntry], policy: SeverityPolicy | None = None
-) -> dict[str, Any]:
-    """Everything the postmortem template shows, as plain data (pure)."""
-    level = policy.level(incident.severity) if policy is not None else None
-    end = incident.resolved_at
-    alerts = sorted(incident.alerts.values(), key=lambda a: (a.name, a.starts_at))
-    namespaces = sorted({a.labels["namespace"] for a in alerts if a.labels.get("namespace")})
-    first = min((a.starts_at for a in alerts), default=incident.created_at)
-    last_end = max((a.ends_at for a in alerts if a.ends_at is not None), default=None)
-    changes = [
+def _severity_changes(timeline: Sequence[TimelineEntry]) -> list[dict[str, Any]]:
+    return [
         {
             "at": t.at,
             "from": t.data.get("from"),
@@ -102,7 +93,10 @@ def postmortem_context(
         for t in timeline
         if t.kind == "severity_changed"
     ]
-    actions = [
+
+
+def _actions(timeline: Sequence[TimelineEntry]) -> list[dict[str, Any]]:
+    return [
         {
             "at": t.at,
             "kind": t.kind,
@@ -114,25 +108,63 @@ def postmortem_context(
         for t in timeline
         if is_action(t)
     ]
+
+
+def _incident_fields(incident: Incident, level: LevelSpec | None) -> dict[str, Any]:
     return {
-        "incident": {
-            "id": incident.id,
-            "title": incident.title,
-            "severity": incident.severity.value,
-            "severity_name": level.name if level else "",
-            "severity_reason": incident.severity_reason,
-            "status": incident.status.value,
-            "group_key": incident.group_key,
-            "created_at": incident.created_at,
-            "acknowledged_at": incident.acknowledged_at,
-            "acknowledged_by": incident.acknowledged_by,
-            "resolved_at": incident.resolved_at,
-            "reopened_count": incident.reopened_count,
-            "previous_incident": incident.previous_incident,
-            "in_maintenance": incident.in_maintenance,
-            "maintenance_reason": incident.maintenance_reason,
-            "external_url": incident.external_url,
-        },
+        "id": incident.id,
+        "title": incident.title,
+        "severity": incident.severity.value,
+        "severity_name": level.name if level else "",
+        "severity_reason": incident.severity_reason,
+        "status": incident.status.value,
+        "group_key": incident.group_key,
+        "created_at": incident.created_at,
+        "acknowledged_at": incident.acknowledged_at,
+        "acknowledged_by": incident.acknowledged_by,
+        "resolved_at": incident.resolved_at,
+        "reopened_count": incident.reopened_count,
+        "previous_incident": incident.previous_incident,
+        "in_maintenance": incident.in_maintenance,
+        "maintenance_reason": incident.maintenance_reason,
+        "external_url": incident.external_url,
+    }
+
+
+def _impact(
+    incident: Incident, alerts: Sequence[AlertState], first: datetime, last_end: datetime | None
+) -> dict[str, Any]:
+    return {
+        "alerts": [
+            {
+                "name": a.name,
+                "status": a.status.value,
+                "namespace": a.labels.get("namespace", ""),
+                "summary": a.annotations.get("summary", ""),
+                "description": a.annotations.get("description", ""),
+                "starts_at": a.starts_at,
+                "ends_at": a.ends_at,
+            }
+            for a in alerts
+        ],
+        "firing": sum(1 for a in alerts if a.status is AlertStatus.FIRING),
+        "truncated": incident.truncated_alerts,
+        "namespaces": sorted({a.labels["namespace"] for a in alerts if a.labels.get("namespace")}),
+        "duration": human((incident.resolved_at or last_end or incident.updated_at) - first),
+    }
+
+
+def postmortem_context(
+    incident: Incident, timeline: Sequence[TimelineEntry], policy: SeverityPolicy | None = None
+) -> dict[str, Any]:
+    """Everything the postmortem template shows, as plain data (pure)."""
+    level = policy.level(incident.severity) if policy is not None else None
+    end = incident.resolved_at
+    alerts = sorted(incident.alerts.values(), key=lambda a: (a.name, a.starts_at))
+    first = min((a.starts_at for a in alerts), default=incident.created_at)
+    last_end = max((a.ends_at for a in alerts if a.ends_at is not None), default=None)
+    return {
+        "incident": _incident_fields(incident, level),
         "times": {
             "to_acknowledge": human(incident.acknowledged_at - incident.created_at)
             if incident.acknowledged_at
@@ -141,29 +173,12 @@ def postmortem_context(
             "alerts_started": first,
             "alerts_ended": last_end,
         },
-        "impact": {
-            "alerts": [
-                {
-                    "name": a.name,
-                    "status": a.status.value,
-                    "namespace": a.labels.get("namespace", ""),
-                    "summary": a.annotations.get("summary", ""),
-                    "description": a.annotations.get("description", ""),
-                    "starts_at": a.starts_at,
-                    "ends_at": a.ends_at,
-                }
-                for a in alerts
-            ],
-            "firing": sum(1 for a in alerts if a.status is AlertStatus.FIRING),
-            "truncated": incident.truncated_alerts,
-            "namespaces": namespaces,
-            "duration": human((end or last_end or incident.updated_at) - first),
-        },
+        "impact": _impact(incident, alerts, first, last_end),
         "timeline": [
             {"at": t.at, "kind": t.kind, "message": t.message, "actor": _actor(t) or ""} for t in timeline
         ],
-        "severity_changes": changes,
-        "actions": actions,
+        "severity_changes": _severity_changes(timeline),
+        "actions": _actions(timeline),
         "escalations": sum(1 for t in timeline if t.kind == "escalated"),
         "open_questions": _open_questions(incident, timeline),
     }

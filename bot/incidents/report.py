@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from statistics import fmean
 
 from bot.incidents.postmortem import human, is_action
-from bot.incidents.store import IncidentStore
 from bot.models import Incident, Severity, TimelineEntry
+from bot.storage.incidents import IncidentStore
 
 
 @dataclass(frozen=True)

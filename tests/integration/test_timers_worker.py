@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.incidents.store import IncidentStore
 from bot.settings import get_settings
+from bot.storage.incidents import IncidentStore
 from tests.support.fixtures import wait_until
 from tests.support.lifecycle import Clock, firing, make_store, send
 from tests.support.services import RedisServer

@@ -7,10 +7,10 @@ from typing import Any
 
 import redis
 
-from bot.incidents.store import ApplyResult, IncidentStore, LifecycleConfig
 from bot.models import AlertmanagerWebhook
 from bot.settings import get_settings
 from bot.severity import load_policy
+from bot.storage.incidents import ApplyResult, IncidentStore, LifecycleConfig
 from tests.support.payloads import alert, notification
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)

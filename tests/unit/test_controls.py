@@ -9,7 +9,9 @@ from datetime import timedelta
 import pytest
 import redis
 
-from bot.controls import (
+from bot.errors import PermanentError
+from bot.settings import Settings
+from bot.storage.controls import (
     AutomationControls,
     AutomationSwitch,
     Controls,
@@ -17,9 +19,7 @@ from bot.controls import (
     MaintenanceWindows,
     Matcher,
 )
-from bot.errors import PermanentError
-from bot.incidents.events import EventLog
-from bot.settings import Settings
+from bot.storage.events import EventLog
 from tests.support.lifecycle import Clock
 
 VLLM = {"alertname": "VLLMHighQueueDepth", "namespace": "staging", "pod": "decode-0"}

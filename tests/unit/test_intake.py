@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from bot.incidents.intake import MaintenanceMark, Outcome, decide, policy_classifier
+from bot.intake import MaintenanceMark, Outcome, decide, policy_classifier
 from bot.models import AlertmanagerWebhook, IncidentStatus, Severity
 from bot.settings import get_settings
 from bot.severity import load_policy

@@ -8,20 +8,36 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.errors import InvalidTransition, PermanentError
-from bot.incidents.lifecycle import (
+from bot.lifecycle import (
     DEFAULT_REOPEN_WINDOW,
+    Effects,
+    Entry,
     Event,
+    FlapAction,
+    FlapState,
+    MaintenanceMark,
     SeverityChangeRefused,
     State,
+    TimerRef,
     allowed_events,
     automatic_severity_change,
+    escalate,
+    event_change,
+    fire,
+    flap_state,
+    flapping_entry,
     is_allowed,
     is_open,
     manual_severity_change,
+    remind,
+    severity_update,
+    timer_applies,
+    timers_after_notification,
     transition,
 )
+from bot.models import AlertStatus, Incident, IncidentStatus
 from bot.settings import Settings
-from bot.severity import Severity
+from bot.severity import LevelSpec, Severity
 
 # The documented lifecycle as a grid: rows are states, columns events, "-" means forbidden.
 # Written by hand from the module docstring, not derived from TRANSITIONS.
@@ -212,3 +228,239 @@ def test_automatic_change_only_raises_while_open_and_firing(
         assert change.raised
     else:
         assert change is None
+
+
+def test_the_lifecycle_states_are_the_incident_statuses() -> None:
+    assert State is IncidentStatus
+    assert [s.value for s in State] == ["triggered", "acknowledged", "mitigating", "resolved"]
+
+
+# ---- escalations, reminders, flapping (pure decisions the store applies) -------------------------
+
+LEVEL = LevelSpec(
+    name="P1",
+    response=timedelta(minutes=5),
+    escalation=timedelta(minutes=15),
+    status_update_every=timedelta(minutes=30),
+    slack_channel="#inc",
+    page=True,
+    notify=("@oncall", "@lead"),
+)
+QUIET = LEVEL.model_copy(update={"status_update_every": None})
+
+
+def _incident(**update: object) -> Incident:
+    base = Incident(
+        id="INC-0007",
+        group_key="{}:{alertname=X}",
+        title="X",
+        status=IncidentStatus.TRIGGERED,
+        severity=Severity.P1,
+        severity_reason="rule",
+        receiver="bot",
+        external_url="",
+        common_labels={},
+        alerts={},
+        truncated_alerts=0,
+        created_at=NOW - timedelta(minutes=20),
+        updated_at=NOW - timedelta(minutes=20),
+    )
+    return base.model_copy(update=update)
+
+
+def test_escalation_moves_one_level_and_plans_the_next() -> None:
+    updated, effects = escalate(_incident(escalation_level=0), LEVEL, NOW, max_levels=3)
+    assert (updated.escalation_level, updated.escalation_due) == (1, NOW + timedelta(minutes=15))
+    data = {"actor": "incident-bot", "level": 1, "escalation_seconds": 900, "notify": ["@oncall", "@lead"]}
+    message = "Escalated (level 1): P1 not acknowledged within 15 min; notifying @oncall, @lead."
+    assert effects.entries == [Entry("escalated", message, data)]
+    next_at = (NOW + timedelta(minutes=15)).isoformat()
+    assert effects.events == [("escalated", data | {"open_seconds": 1200, "next_escalation_at": next_at})]
+
+
+def test_the_last_escalation_plans_no_other_and_notifies_on_call_by_default() -> None:
+    level = LEVEL.model_copy(update={"notify": ()})
+    updated, effects = escalate(_incident(escalation_level=2), level, NOW, max_levels=3)
+    assert (updated.escalation_level, updated.escalation_due) == (3, None)
+    assert effects.entries[0].message.endswith("notifying on-call.")
+    assert effects.events[0][1]["next_escalation_at"] is None
+
+
+def test_a_reminder_counts_and_plans_the_next_one() -> None:
+    updated, effects = remind(_incident(reminders_sent=2), LEVEL, NOW)
+    assert (updated.reminders_sent, updated.next_reminder_at) == (3, NOW + timedelta(minutes=30))
+    assert effects == Effects(
+        events=[("reminder", {"reminder": 3, "every_seconds": 1800, "open_seconds": 1200})]
+    )
+
+
+def test_a_level_without_reminders_stops_them_silently() -> None:
+    updated, effects = remind(_incident(next_reminder_at=NOW), QUIET, NOW)
+    assert (updated.next_reminder_at, updated.reminders_sent) == (None, 0)
+    assert effects == Effects()
+
+
+@pytest.mark.parametrize(
+    ("status", "last", "is_change"),
+    [
+        (AlertStatus.FIRING, None, True),  # a group never seen counts as resolved
+        (AlertStatus.RESOLVED, None, False),
+        (AlertStatus.FIRING, "firing", False),
+        (AlertStatus.RESOLVED, "firing", True),
+        (AlertStatus.FIRING, "resolved", True),
+    ],
+)
+def test_flap_state_counts_a_change_of_status(status: AlertStatus, last: str | None, is_change: bool) -> None:
+    state = flap_state(status, last, 3, was_flapping=False)
+    assert state == FlapState(is_change=is_change, changes=3 + int(is_change), was_flapping=False)
+
+
+@pytest.mark.parametrize(
+    ("is_change", "changes", "was_flapping", "action"),
+    [
+        (False, 9, False, FlapAction.NONE),
+        (False, 9, True, FlapAction.NONE),
+        (True, 4, False, FlapAction.COUNT),  # at the threshold: not yet
+        (True, 5, False, FlapAction.START),  # over it
+        (True, 1, True, FlapAction.EXTEND),  # flapping already: settles only after a quiet window
+    ],
+)
+def test_flap_action(is_change: bool, changes: int, was_flapping: bool, action: FlapAction) -> None:
+    state = FlapState(is_change=is_change, changes=changes, was_flapping=was_flapping)
+    assert state.action(4) is action
+    assert state.flapping(4) is (was_flapping or changes > 4)
+
+
+def test_flapping_entry() -> None:
+    entry = flapping_entry(5, threshold=4, window=timedelta(hours=1))
+    assert entry == Entry(
+        "flapping",
+        "Group is flapping: 5 fire/resolve changes within 60 min (threshold 4). No new incidents or actions "
+        "until it has been quiet for 60 min.",
+        {"actor": "incident-bot", "changes": 5, "window_seconds": 3600, "threshold": 4},
+    )
+
+
+def _plan(incident: Incident, **flags: bool) -> Incident:
+    given = {"opened": False, "resolved": False, "severity_changed": False} | flags
+    return timers_after_notification(incident, LEVEL, NOW, max_levels=3, **given)
+
+
+def test_timers_after_a_notification() -> None:
+    fresh = _incident()
+    assert (_plan(fresh, opened=True).escalation_due, _plan(fresh, opened=True).next_reminder_at) == (
+        NOW + timedelta(minutes=15),
+        NOW + timedelta(minutes=30),
+    )
+    armed = _incident(escalation_due=NOW + timedelta(hours=1), next_reminder_at=NOW + timedelta(hours=1))
+    assert (_plan(armed, resolved=True).escalation_due, _plan(armed, resolved=True).next_reminder_at) == (
+        None,
+        None,
+    )
+    replanned = _plan(armed, severity_changed=True)
+    assert (replanned.escalation_due, replanned.next_reminder_at) == (
+        NOW + timedelta(minutes=15),
+        NOW + timedelta(minutes=30),
+    )
+    assert _plan(armed) == armed
+
+
+def _event(incident: Incident, event: str, note: str = "") -> tuple[Incident, Effects]:
+    return event_change(
+        incident,
+        event,
+        who="alice",
+        note=note,
+        now=NOW,
+        level=LEVEL,
+        reopen_window=timedelta(minutes=30),
+        max_levels=3,
+    )
+
+
+def test_ack_pauses_escalation_keeps_reminders_and_remembers_the_first_ack() -> None:
+    armed = _incident(escalation_due=NOW + timedelta(minutes=5), next_reminder_at=NOW + timedelta(minutes=9))
+    updated, effects = _event(armed, "ack", " on it ")
+    assert updated.status is IncidentStatus.ACKNOWLEDGED
+    assert (updated.acknowledged_at, updated.acknowledged_by) == (NOW, "alice")
+    assert (updated.escalation_due, updated.next_reminder_at) == (None, NOW + timedelta(minutes=9))
+    data = {"actor": "alice", "event": "ack", "from": "triggered", "to": "acknowledged", "note": "on it"}
+    assert effects == Effects(entries=[Entry("acknowledged", "Acknowledged by alice. on it", data)])
+
+
+def test_resolve_disarms_and_offers_the_postmortem() -> None:
+    armed = _incident(escalation_due=NOW, next_reminder_at=NOW)
+    updated, effects = _event(armed, "resolve")
+    assert (updated.status, updated.resolved_at) == (IncidentStatus.RESOLVED, NOW)
+    assert (updated.escalation_due, updated.next_reminder_at) == (None, None)
+    assert effects.events == [("postmortem_ready", {"command": "incident-bot incidents postmortem INC-0007"})]
+    assert effects.entries[0].message == "Resolved by alice."
+
+
+def test_reopen_counts_resets_the_escalation_and_arms_the_timers() -> None:
+    done = _incident(
+        status=IncidentStatus.RESOLVED, resolved_at=NOW - timedelta(minutes=10), escalation_level=2
+    )
+    updated, effects = _event(done, "reopen")
+    assert (updated.status, updated.resolved_at, updated.reopened_count) == (
+        IncidentStatus.TRIGGERED,
+        None,
+        1,
+    )
+    assert (updated.escalation_level, updated.escalation_due) == (0, NOW + timedelta(minutes=15))
+    assert effects.events == [("reopened", {"reopened_count": 1, "actor": "alice"})]
+
+
+def test_a_forbidden_event_raises() -> None:
+    with pytest.raises(InvalidTransition, match="cannot unack INC-0007 in state triggered"):
+        _event(_incident(), "unack")
+
+
+def test_severity_update_replans_for_the_new_level() -> None:
+    change = manual_severity_change(Severity.P1, Severity.P0, who="bob", why="customers down")
+    armed = _incident(escalation_due=NOW + timedelta(hours=1), next_reminder_at=None)
+    updated, effects = severity_update(armed, change, LEVEL, NOW)
+    assert (updated.severity, updated.severity_reason) == (Severity.P0, "P0 set by bob: customers down")
+    assert (updated.escalation_due, updated.next_reminder_at) == (
+        NOW + timedelta(minutes=15),
+        NOW + timedelta(minutes=30),
+    )
+    assert [e.kind for e in effects.entries] == ["severity_changed"]
+    assert effects.events == [
+        (
+            "severity_changed",
+            {
+                "from": "P1",
+                "to": "P0",
+                "raised": True,
+                "automatic": False,
+                "actor": "bob",
+                "reason": "customers down",
+            },
+        )
+    ]
+
+
+def test_a_timer_applies_only_while_its_open_incident_wants_exactly_it() -> None:
+    due = NOW - timedelta(seconds=1)
+    armed = _incident(escalation_due=due, next_reminder_at=due)
+    escalation, reminder = TimerRef.of("escalate", armed.id, due), TimerRef.of("remind", armed.id, due)
+    assert timer_applies(escalation, armed) and timer_applies(reminder, armed)
+    assert not timer_applies(TimerRef.of("escalate", armed.id, NOW), armed)  # rescheduled since
+    acked = armed.model_copy(update={"status": IncidentStatus.ACKNOWLEDGED})
+    assert not timer_applies(escalation, acked) and timer_applies(reminder, acked)
+    done = armed.model_copy(update={"status": IncidentStatus.RESOLVED})
+    assert not timer_applies(reminder, done)
+
+
+def test_firing_a_timer_inside_a_maintenance_window_disarms_instead() -> None:
+    armed = _incident(escalation_due=NOW, next_reminder_at=NOW)
+    timer = TimerRef.of("escalate", armed.id, NOW)
+    mark = MaintenanceMark("MW-2", "node drain", "bob")
+    outcome, updated, effects = fire(timer, armed, mark, LEVEL, NOW, max_levels=3)
+    assert outcome == "maintenance"
+    assert (updated.in_maintenance, updated.maintenance_reason) == (True, "node drain")
+    assert (updated.escalation_due, updated.next_reminder_at) == (None, None)
+    assert [e.kind for e in effects.entries] == ["in_maintenance"] and effects.events == []
+    assert fire(timer, armed, None, LEVEL, NOW, max_levels=3)[0] == "escalated"
+    assert fire(TimerRef.of("remind", armed.id, NOW), armed, None, LEVEL, NOW, max_levels=3)[0] == "reminded"

@@ -9,9 +9,9 @@ import redis
 
 from bot.incidents.postmortem import md, render_postmortem
 from bot.incidents.report import collect_report
-from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
 from bot.settings import Settings, get_settings
+from bot.storage.incidents import IncidentStore
 from tests.support.lifecycle import T0, Clock, make_store, send
 from tests.support.payloads import alert, notification
 

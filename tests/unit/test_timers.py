@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 import redis
 
-from bot.controls import MaintenanceWindows
-from bot.incidents.store import IncidentStore
-from bot.incidents.timers import TimerRef
+from bot.lifecycle import TimerRef
 from bot.models import IncidentStatus
 from bot.settings import get_settings
+from bot.storage.controls import MaintenanceWindows
+from bot.storage.incidents import IncidentStore
 from tests.support.lifecycle import T0, Clock, firing, make_store, resolved, send
 
 PREFIX = get_settings().key_prefix
