@@ -24,10 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
 from slack_bolt import BoltResponse
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -51,7 +48,6 @@ from bot.slack.render import (
     LINK_ACTION_PREFIX,
 )
 from bot.tasknames import TaskSender
-from bot.web.app import BodyTooLarge, read_limited_body
 
 log = logging.getLogger("incident_bot.slack.web")
 
@@ -202,40 +198,4 @@ def build_bolt_app(
         }
         await send(tasknames.SLACK_COMMAND, form)
 
-    return bolt
-
-
-def mount_slack(
-    app: FastAPI, settings: Settings, *, redis_client: redis.Redis, sender: TaskSender | None = None
-) -> AsyncApp:
-    """Add `POST /slack/events` (slash commands, interactivity and events) to the web app."""
-    from bot.incidents.store import IncidentStore
-    from bot.wiring import CeleryTaskSender
-
-    store = IncidentStore(redis_client, prefix=settings.key_prefix)
-    audit = AuditLog(redis_client, store.key("audit"))
-    bolt = build_bolt_app(
-        settings, client=redis_client, sender=sender or CeleryTaskSender(settings), audit=audit, key=store.key
-    )
-    handler = AsyncSlackRequestHandler(bolt)
-    limit = settings.max_body_bytes
-
-    @app.post("/slack/events", summary="Slack slash commands, interactivity and events (signed)")
-    async def slack_events(request: Request) -> Response:
-        try:
-            body = await read_limited_body(request, limit)
-        except BodyTooLarge:
-            return JSONResponse({"error": f"body larger than {limit} bytes"}, status_code=413)
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await handler.handle(Request(request.scope, replay))
-
-    log.info("Slack app mounted at POST /slack/events (command %s)", COMMAND)
     return bolt
