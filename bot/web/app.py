@@ -14,8 +14,6 @@ from bot.models import AlertmanagerWebhook
 from bot.settings import Settings
 from bot.tasknames import TaskSender
 from bot.web import handlers
-from bot.web.body import BodyTooLarge as BodyTooLarge  # moved to bot.web.body; kept until the test move
-from bot.web.body import read_limited_body as read_limited_body  # moved to bot.web.body; kept as above
 from bot.web.handlers import WebState
 from bot.web.metrics import StoreCollector, WebMetrics
 from bot.web.publisher import Publisher, RedisPublisher
