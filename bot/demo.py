@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
-from redis.exceptions import RedisError
 
+from bot import wiring
 from bot.incidents.store import IncidentStore
 from bot.integrations.vllm import HealthState, run_sync
 from bot.models import Incident, IncidentStatus
@@ -82,13 +81,10 @@ class DemoFailed(Exception):
 @contextlib.contextmanager
 def _redis(settings: Settings, progress: Progress) -> Iterator[str]:
     """The configured Redis when reachable, else a private redis-server started for the demo."""
-    try:
-        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1).ping()
+    if wiring.redis_answers(settings.redis_url, connect_timeout=1):
         progress.say(f"Redis: using {settings.redis_url.split('@')[-1]}")
         yield settings.redis_url
         return
-    except RedisError:
-        pass
     binary = shutil.which("redis-server")
     if binary is None:
         raise DemoFailed(
@@ -117,8 +113,7 @@ def _redis(settings: Settings, progress: Progress) -> Iterator[str]:
     try:
         url = f"redis://127.0.0.1:{port}/0"
         for _ in range(100):
-            with contextlib.suppress(RedisError):
-                redis.Redis.from_url(url, socket_connect_timeout=0.2).ping()
+            if wiring.redis_answers(url, connect_timeout=0.2):
                 break
             time.sleep(0.05)
         progress.say(
@@ -232,23 +227,11 @@ def run_demo(settings: Settings) -> int:
 
 
 def _play(settings: Settings, redis_url: str, progress: Progress) -> int:
-    from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
-    from bot.sandbox.sandbox import Sandbox, SandboxConfig
-    from bot.sandbox.slack_emulator import SlackEmulator
-
     workdir = Path(tempfile.mkdtemp(prefix="incident-bot-demo-"))
     prefix = f"demo-{uuid.uuid4().hex[:6]}:"
     token = secrets.token_urlsafe(24)
-    real_slack = settings.slack_configured
-    real_pd = settings.pagerduty_configured
     with contextlib.ExitStack() as stack:
-        sandbox = stack.enter_context(
-            Sandbox(SandboxConfig(decode_replicas=1, vllm_servers=2, offered_rps=0.0), workdir=workdir)
-        )
-        progress.say(
-            f"sandbox: Kubernetes API {sandbox.kube.url}, namespace {NAMESPACE} (vllm-decode x1, "
-            f"vllm-prefill x1), vLLM servers {', '.join(sandbox.vllm_endpoints)}"
-        )
+        sandbox = _start_sandbox(stack, workdir, progress)
         env = {
             **os.environ,
             "REDIS_URL": redis_url,
@@ -259,100 +242,17 @@ def _play(settings: Settings, redis_url: str, progress: Progress) -> int:
             **sandbox.environment(),
         }
         env.pop("BROKER_URL", None)
-        slack = pd = None
-        if real_slack:
-            progress.say("Slack: real workspace (SLACK_BOT_TOKEN is set): the bot posts there")
-        else:
-            slack = stack.enter_context(SlackEmulator())
-            env |= {
-                "SLACK_BOT_TOKEN": slack.token,
-                "SLACK_SIGNING_SECRET": secrets.token_hex(16),
-                "SLACK_API_URL": slack.api_url,
-            }
-            progress.say(f"Slack: emulator at {slack.api_url} (set SLACK_* to post to a real workspace)")
-        if real_pd:
-            progress.say("PagerDuty: real account (PAGERDUTY_ROUTING_KEY is set): P0/P1 page for real")
-        else:
-            pd = stack.enter_context(PagerDutyEmulator())
-            env |= {
-                "PAGERDUTY_ROUTING_KEY": "demo-routing-key",
-                "PAGERDUTY_EVENTS_URL": pd.url,
-                "PAGERDUTY_API_URL": pd.url,
-                "PAGERDUTY_CA_BUNDLE": str(pd.ca_path),
-            }
-            progress.say(f"PagerDuty: emulator at {pd.url} (HTTPS; set PAGERDUTY_* for a real account)")
+        slack = _slack(stack, settings, env, progress)
+        pd = _pagerduty(stack, settings, env, progress)
+        base = _start_bot(stack, env, workdir / "bot.log", prefix, progress)
 
-        port = _free_port()
-        log_path = workdir / "bot.log"
-        log = stack.enter_context(log_path.open("wb"))
-        bot = subprocess.Popen(  # noqa: S603 - this interpreter running this package
-            [sys.executable, "-m", "bot.cli", "dev", "--port", str(port)], env=env, stdout=log, stderr=log
-        )
-        stack.callback(_stop, bot)
-        base = f"http://127.0.0.1:{port}"
-        progress.wait("the bot to answer /readyz", lambda: _ready(base), timeout=60)
-        progress.say(
-            f"bot: `incident-bot dev` (web + worker) on {base}, Redis key prefix {prefix}; log {log_path}"
-        )
-
-        client = redis.Redis.from_url(redis_url)
-        store = IncidentStore(client, prefix=prefix)
+        # the demo reads the incidents the bot writes: same Redis, same key prefix
+        bot_settings = settings.model_copy(update={"redis_url": redis_url, "key_prefix": prefix})
+        store = wiring.incident_store(bot_settings, wiring.redis_client(bot_settings, "cli"))
         evaluator = AlertEvaluator(settings, base, token, sandbox.vllm_endpoints)
-
-        def tick() -> tuple[float, int]:
-            return evaluator.evaluate()
-
-        # --- act 1: the decode pool saturates -----------------------------------------------------
-        print()
-        progress.say(f"ACT 1: traffic rises to {OFFERED_RPS:.0f} req/s on one decode replica")
-        assert sandbox.vllm is not None
-        sandbox.vllm.set(offered_rps=OFFERED_RPS)
-        progress.wait("the queue to build", lambda: tick()[0] > 10)
-        progress.say(
-            f"queue depth {evaluator.measure()[0]:.0f} > 10: VLLMHighQueueDepth fires, sent to the bot"
-        )
-        first = progress.wait("an incident", lambda: _incident(store, "VLLMHighQueueDepth"))
-        progress.say(f"{first.id} opened at {first.severity.value}: {first.severity_reason}")
-        progress.wait(
-            "the high-latency runbook to scale vllm-decode",
-            lambda: tick() and sandbox.decode_ready() > 1,
-        )
-        progress.say(f"runbook scaled vllm-decode to {sandbox.decode_ready()} replicas")
-        progress.wait("the queue to drain", lambda: tick()[0] <= 10)
-        progress.say(f"queue depth {evaluator.measure()[0]:.0f}: the alert resolves")
-        progress.wait(
-            f"{first.id} to resolve",
-            lambda: tick() and store.get(first.id).status is IncidentStatus.RESOLVED,
-        )
-        progress.say(f"{first.id} resolved")
-
-        # --- act 2: a bad rollout --------------------------------------------------------------------
-        print()
-        progress.say(f"ACT 2: a Recreate rollout of vllm-decode to {BAD_IMAGE} (its pods crash-loop)")
-        sandbox.cluster.script_pods("crashloop", image=BAD_IMAGE)
-        _set_image(sandbox, BAD_IMAGE)
-        progress.wait("the servers to go unhealthy", lambda: tick()[1] == 0)
-        progress.say("no healthy vLLM server: VLLMServiceDown fires")
-        second = progress.wait("a P0 incident", lambda: _incident(store, "VLLMServiceDown"))
-        progress.say(f"{second.id} opened at {second.severity.value}: {second.severity_reason}")
-        if pd is not None:
-            progress.wait("PagerDuty to be paged", lambda: pd.events("trigger"))
-            progress.say(f"PagerDuty paged (dedup key {pd.events('trigger')[-1]['dedup_key']})")
-        progress.say(
-            "the service-down runbook sees a rollout within the hour and rolls back (its rollback step "
-            "needs no approval in the shipped runbook, so nobody is asked)"
-        )
-        progress.wait("the rollback", lambda: tick() and _image(sandbox) != BAD_IMAGE, timeout=120)
-        progress.say(f"vllm-decode rolled back to {_image(sandbox)}")
-        progress.wait("the servers to recover", lambda: tick()[1] == len(sandbox.vllm_endpoints))
-        progress.wait(
-            f"{second.id} to resolve",
-            lambda: tick() and store.get(second.id).status is IncidentStatus.RESOLVED,
-        )
-        progress.say(f"{second.id} resolved")
-        if pd is not None:
-            progress.wait("PagerDuty to resolve", lambda: pd.events("resolve"))
-            progress.say("PagerDuty alert resolved")
+        stage = _Stage(progress, sandbox, store, evaluator, pd)
+        first = _act_saturation(stage)
+        second = _act_bad_rollout(stage)
         progress.wait(
             "the runbooks to finish", lambda: _runbooks_done(store, [first.id, second.id]), timeout=60
         )
@@ -365,6 +265,148 @@ def _play(settings: Settings, redis_url: str, progress: Progress) -> int:
             _show_timeline(store, incident.id)
     print("\ndemo: done. Both incidents were handled end to end; exit 0.")
     return 0
+
+
+def _start_sandbox(stack: contextlib.ExitStack, workdir: Path, progress: Progress) -> Any:
+    """The emulated llm-d cluster and vLLM servers, stopped when `stack` closes."""
+    from bot.sandbox.sandbox import Sandbox, SandboxConfig
+
+    sandbox = stack.enter_context(
+        Sandbox(SandboxConfig(decode_replicas=1, vllm_servers=2, offered_rps=0.0), workdir=workdir)
+    )
+    progress.say(
+        f"sandbox: Kubernetes API {sandbox.kube.url}, namespace {NAMESPACE} (vllm-decode x1, "
+        f"vllm-prefill x1), vLLM servers {', '.join(sandbox.vllm_endpoints)}"
+    )
+    return sandbox
+
+
+def _slack(stack: contextlib.ExitStack, settings: Settings, env: dict[str, str], progress: Progress) -> Any:
+    """The Slack emulator (its settings added to `env`), or None when a real workspace is configured."""
+    if settings.slack_configured:
+        progress.say("Slack: real workspace (SLACK_BOT_TOKEN is set): the bot posts there")
+        return None
+    from bot.sandbox.slack_emulator import SlackEmulator
+
+    slack = stack.enter_context(SlackEmulator())
+    env |= {
+        "SLACK_BOT_TOKEN": slack.token,
+        "SLACK_SIGNING_SECRET": secrets.token_hex(16),
+        "SLACK_API_URL": slack.api_url,
+    }
+    progress.say(f"Slack: emulator at {slack.api_url} (set SLACK_* to post to a real workspace)")
+    return slack
+
+
+def _pagerduty(
+    stack: contextlib.ExitStack, settings: Settings, env: dict[str, str], progress: Progress
+) -> Any:
+    """The PagerDuty emulator (its settings added to `env`), or None when a real account is configured."""
+    if settings.pagerduty_configured:
+        progress.say("PagerDuty: real account (PAGERDUTY_ROUTING_KEY is set): P0/P1 page for real")
+        return None
+    from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
+
+    pd = stack.enter_context(PagerDutyEmulator())
+    env |= {
+        "PAGERDUTY_ROUTING_KEY": "demo-routing-key",
+        "PAGERDUTY_EVENTS_URL": pd.url,
+        "PAGERDUTY_API_URL": pd.url,
+        "PAGERDUTY_CA_BUNDLE": str(pd.ca_path),
+    }
+    progress.say(f"PagerDuty: emulator at {pd.url} (HTTPS; set PAGERDUTY_* for a real account)")
+    return pd
+
+
+def _start_bot(
+    stack: contextlib.ExitStack, env: dict[str, str], log_path: Path, prefix: str, progress: Progress
+) -> str:
+    """`incident-bot dev` as a child process, stopped when `stack` closes; its base URL once it is ready."""
+    port = _free_port()
+    log = stack.enter_context(log_path.open("wb"))
+    bot = subprocess.Popen(  # noqa: S603 - this interpreter running this package
+        [sys.executable, "-m", "bot.cli", "dev", "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    stack.callback(_stop, bot)
+    base = f"http://127.0.0.1:{port}"
+    progress.wait("the bot to answer /readyz", lambda: _ready(base), timeout=60)
+    progress.say(
+        f"bot: `incident-bot dev` (web + worker) on {base}, Redis key prefix {prefix}; log {log_path}"
+    )
+    return base
+
+
+@dataclass
+class _Stage:
+    """What the acts play on: the narration, the sandbox, the bot's incidents, the alerts, PagerDuty."""
+
+    progress: Progress
+    sandbox: Any
+    store: IncidentStore
+    evaluator: AlertEvaluator
+    pd: Any
+
+    def tick(self) -> tuple[float, int]:
+        """One alert evaluation round: (requests waiting, healthy servers)."""
+        return self.evaluator.evaluate()
+
+    def resolved(self, incident_id: str) -> bool:
+        """Evaluate once, then whether the incident is resolved."""
+        return bool(self.tick()) and self.store.get(incident_id).status is IncidentStatus.RESOLVED
+
+
+def _act_saturation(stage: _Stage) -> Incident:
+    """Act 1: the decode pool saturates, the runbook scales it, the queue drains; returns the incident."""
+    progress, sandbox, tick = stage.progress, stage.sandbox, stage.tick
+    print()
+    progress.say(f"ACT 1: traffic rises to {OFFERED_RPS:.0f} req/s on one decode replica")
+    assert sandbox.vllm is not None
+    sandbox.vllm.set(offered_rps=OFFERED_RPS)
+    progress.wait("the queue to build", lambda: tick()[0] > 10)
+    progress.say(
+        f"queue depth {stage.evaluator.measure()[0]:.0f} > 10: VLLMHighQueueDepth fires, sent to the bot"
+    )
+    first: Incident = progress.wait("an incident", lambda: _incident(stage.store, "VLLMHighQueueDepth"))
+    progress.say(f"{first.id} opened at {first.severity.value}: {first.severity_reason}")
+    progress.wait(
+        "the high-latency runbook to scale vllm-decode",
+        lambda: tick() and sandbox.decode_ready() > 1,
+    )
+    progress.say(f"runbook scaled vllm-decode to {sandbox.decode_ready()} replicas")
+    progress.wait("the queue to drain", lambda: tick()[0] <= 10)
+    progress.say(f"queue depth {stage.evaluator.measure()[0]:.0f}: the alert resolves")
+    progress.wait(f"{first.id} to resolve", lambda: stage.resolved(first.id))
+    progress.say(f"{first.id} resolved")
+    return first
+
+
+def _act_bad_rollout(stage: _Stage) -> Incident:
+    """Act 2: a bad rollout takes every server down, pages, and is rolled back; returns the incident."""
+    progress, sandbox, tick, pd = stage.progress, stage.sandbox, stage.tick, stage.pd
+    print()
+    progress.say(f"ACT 2: a Recreate rollout of vllm-decode to {BAD_IMAGE} (its pods crash-loop)")
+    sandbox.cluster.script_pods("crashloop", image=BAD_IMAGE)
+    _set_image(sandbox, BAD_IMAGE)
+    progress.wait("the servers to go unhealthy", lambda: tick()[1] == 0)
+    progress.say("no healthy vLLM server: VLLMServiceDown fires")
+    second: Incident = progress.wait("a P0 incident", lambda: _incident(stage.store, "VLLMServiceDown"))
+    progress.say(f"{second.id} opened at {second.severity.value}: {second.severity_reason}")
+    if pd is not None:
+        progress.wait("PagerDuty to be paged", lambda: pd.events("trigger"))
+        progress.say(f"PagerDuty paged (dedup key {pd.events('trigger')[-1]['dedup_key']})")
+    progress.say(
+        "the service-down runbook sees a rollout within the hour and rolls back (its rollback step "
+        "needs no approval in the shipped runbook, so nobody is asked)"
+    )
+    progress.wait("the rollback", lambda: tick() and _image(sandbox) != BAD_IMAGE, timeout=120)
+    progress.say(f"vllm-decode rolled back to {_image(sandbox)}")
+    progress.wait("the servers to recover", lambda: tick()[1] == len(sandbox.vllm_endpoints))
+    progress.wait(f"{second.id} to resolve", lambda: stage.resolved(second.id))
+    progress.say(f"{second.id} resolved")
+    if pd is not None:
+        progress.wait("PagerDuty to resolve", lambda: pd.events("resolve"))
+        progress.say("PagerDuty alert resolved")
+    return second
 
 
 def _ready(base: str) -> bool:

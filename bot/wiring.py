@@ -18,6 +18,7 @@ from celery import Celery
 from kombu.entity import Queue
 from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
+from slack_bolt.async_app import AsyncApp
 
 from bot import tasknames
 from bot.controls import AutomationControls, AutomationSwitch, Controls
@@ -39,6 +40,7 @@ from bot.runbook.engine import Engine
 from bot.runbook.services import Services
 from bot.settings import Settings
 from bot.severity import load_policy
+from bot.slack.app import build_bolt_app
 from bot.slack.authz import Authorizer
 from bot.slack.controls import SwitchControl, WindowControl
 from bot.slack.notifier import SlackNotifier
@@ -438,3 +440,25 @@ def build_sync(settings: Settings, store: IncidentStore) -> PagerDutySync:
         email_by_slack_user=settings.pagerduty_email_by_slack_user,
         links=_links,
     )
+
+
+# -- web entry point ------------------------------------------------------------------------------------
+
+
+def build_bolt(settings: Settings, client: redis.Redis, *, sender: TaskSender | None = None) -> AsyncApp:
+    """The Slack Bolt app of the web process: edge guard, `/incident`, buttons and mentions over `client`."""
+    store = incident_store(settings, client)
+    return build_bolt_app(
+        settings,
+        sender=sender or CeleryTaskSender(settings),
+        audit=AuditLog(client, store.key("audit")),
+        markers=Markers(client, settings.key_prefix),
+    )
+
+
+def redis_answers(url: str, *, connect_timeout: float) -> bool:
+    """Whether a Redis server at `url` answers PING within `connect_timeout` seconds (a probe, no retries)."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=connect_timeout).ping())
+    except RedisError:
+        return False

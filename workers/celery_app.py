@@ -10,8 +10,22 @@ delay recovery after a whole worker node is lost; shorter risks running a long s
 
 from __future__ import annotations
 
-from bot.settings import get_settings
+from bot.settings import Settings, get_settings
 from bot.wiring import make_celery
 
 app = make_celery(get_settings())
 app.set_default()
+
+#: Settings that replace the process's for the change fan-out only (tests and embedding).
+_fanout: Settings | None = None
+
+
+def fanout_settings() -> Settings:
+    """The settings that decide which integrations hear about incident changes (the process's by default)."""
+    return _fanout or get_settings()
+
+
+def use_fanout_settings(settings: Settings | None) -> None:
+    """Decide the fan-out with other settings (tests and embedding); None goes back to the process's."""
+    global _fanout
+    _fanout = settings

@@ -9,11 +9,10 @@ from celery import Task
 
 from bot import wiring
 from bot.errors import TransientError
-from bot.fanout import fanout_settings
 from bot.paging import PagerDutySync
 from bot.settings import get_settings
 from bot.tasknames import PAGERDUTY_SYNC, PAGERDUTY_WEBHOOK, change_notifications
-from workers.celery_app import app
+from workers.celery_app import app, fanout_settings
 from workers.tasks import incident_store
 
 log = logging.getLogger("incident_bot.worker.pagerduty")

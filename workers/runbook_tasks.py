@@ -23,13 +23,12 @@ from redis.exceptions import RedisError
 
 from bot import tasknames
 from bot.errors import ConfigError, TransientError
-from bot.fanout import fanout_settings
 from bot.plan.select import MissingParameter, incident_label_sets, select
 from bot.runbook.engine import Advance, Engine, RunStatus
 from bot.settings import get_settings
 from bot.tasknames import QUEUE_RUNBOOKS, change_notifications
 from bot.wiring import build_engine
-from workers.celery_app import app
+from workers.celery_app import app, fanout_settings
 
 log = logging.getLogger("incident_bot.worker.runbook")
 

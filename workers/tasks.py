@@ -11,13 +11,12 @@ from redis.exceptions import RedisError
 
 from bot import wiring
 from bot.errors import TransientError
-from bot.fanout import fanout_settings
 from bot.incidents.intake import Outcome
 from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
 from bot.settings import get_settings
 from bot.tasknames import PROCESS_ALERT_GROUP, change_notifications
-from workers.celery_app import app
+from workers.celery_app import app, fanout_settings
 
 log = logging.getLogger("incident_bot.worker")
 

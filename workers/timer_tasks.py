@@ -6,9 +6,8 @@ import logging
 from collections import Counter
 from datetime import datetime
 
-from bot.fanout import fanout_settings
 from bot.tasknames import TIMERS_TICK, change_notifications
-from workers.celery_app import app
+from workers.celery_app import app, fanout_settings
 from workers.tasks import incident_store
 
 log = logging.getLogger("incident_bot.worker")

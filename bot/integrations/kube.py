@@ -37,7 +37,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from bot.errors import ConfigError, PermanentError, TransientError
-from bot.settings import Settings, get_settings
+from bot.settings import Settings
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -519,9 +519,9 @@ class KubeClient:
         self.reloads = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> KubeClient:
+    def from_settings(cls, settings: Settings) -> KubeClient:
         """Build from settings (KUBECONFIG, KUBE_CONTEXT, KUBE_CONFIG_MODE, KUBE_FIELD_MANAGER …)."""
-        s = settings or get_settings()
+        s = settings
         return cls(
             lambda: load_api_client(kubeconfig=s.kubeconfig, context=s.kube_context, mode=s.kube_config_mode),
             field_manager=s.kube_field_manager,

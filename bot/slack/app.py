@@ -24,11 +24,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
 from slack_bolt import BoltResponse
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -53,7 +49,6 @@ from bot.slack.render import (
 from bot.storage.audit import AuditLog
 from bot.storage.markers import Markers
 from bot.tasknames import TaskSender
-from bot.web.app import BodyTooLarge, read_limited_body
 
 log = logging.getLogger("incident_bot.slack.web")
 
@@ -212,19 +207,11 @@ def build_bolt_app(
     *,
     sender: TaskSender,
     audit: AuditLog,
-    markers: Markers | None = None,
-    client: Any = None,
-    key: Callable[..., str] | None = None,
+    markers: Markers,
 ) -> AsyncApp:
-    """The Bolt app with the edge guard, the `/incident` command, the buttons and app mentions.
-
-    Pass `markers`; `client` (a Redis client) and `key` are the older way, kept for mount_slack until
-    it moves to bot/web (the markers are then built on `client` under KEY_PREFIX, which `key` used).
-    """
+    """The Bolt app with the edge guard, the `/incident` command, the buttons and app mentions."""
     if settings.slack_bot_token is None or settings.slack_signing_secret is None:
         raise ValueError("Slack is not configured")
-    if markers is None:
-        markers = Markers(client, settings.key_prefix)
     bolt = AsyncApp(
         name="llmd-incident-bot",
         signing_secret=settings.slack_signing_secret.get_secret_value(),
@@ -238,40 +225,4 @@ def build_bolt_app(
     bolt.action(_BUTTONS)(listeners.on_button)
     bolt.action(re.compile(f"^{LINK_ACTION_PREFIX}"))(listeners.on_link)
     bolt.event("app_mention")(listeners.on_mention)
-    return bolt
-
-
-def mount_slack(
-    app: FastAPI, settings: Settings, *, redis_client: redis.Redis, sender: TaskSender | None = None
-) -> AsyncApp:
-    """Add `POST /slack/events` (slash commands, interactivity and events) to the web app."""
-    from bot.incidents.store import IncidentStore
-    from bot.wiring import CeleryTaskSender
-
-    store = IncidentStore(redis_client, prefix=settings.key_prefix)
-    audit = AuditLog(redis_client, store.key("audit"))
-    bolt = build_bolt_app(
-        settings, client=redis_client, sender=sender or CeleryTaskSender(settings), audit=audit, key=store.key
-    )
-    handler = AsyncSlackRequestHandler(bolt)
-    limit = settings.max_body_bytes
-
-    @app.post("/slack/events", summary="Slack slash commands, interactivity and events (signed)")
-    async def slack_events(request: Request) -> Response:
-        try:
-            body = await read_limited_body(request, limit)
-        except BodyTooLarge:
-            return JSONResponse({"error": f"body larger than {limit} bytes"}, status_code=413)
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await handler.handle(Request(request.scope, replay))
-
-    log.info("Slack app mounted at POST /slack/events (command %s)", COMMAND)
     return bolt

@@ -34,10 +34,11 @@ import redis
 import yaml
 from pydantic import SecretStr
 
+import workers.celery_app
 import workers.pagerduty_tasks
 import workers.runbook_tasks as runbook_tasks
 import workers.slack_tasks
-from bot import fanout, wiring
+from bot import wiring
 from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus
 from bot.runbook.engine import Engine, RunStatus
@@ -194,7 +195,7 @@ def loop(
         build_runtime(gameday_settings, sender=CeleryTaskSender(gameday_settings))
     )
     workers.pagerduty_tasks.use_sync(wiring.build_sync(gameday_settings, store))
-    fanout.use_settings(gameday_settings)
+    workers.celery_app.use_fanout_settings(gameday_settings)
     try:
         with serve_in_thread(create_app(gameday_settings)) as bot_url:
             token = gameday_settings.alertmanager_token.get_secret_value()  # type: ignore[union-attr]
@@ -233,7 +234,7 @@ def loop(
             engine.services.close()
         if am is not None:
             am.cleanup()
-        fanout.use_settings(None)
+        workers.celery_app.use_fanout_settings(None)
         workers.pagerduty_tasks.use_sync(None)
         workers.slack_tasks.use_runtime(None)
 

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+import workers.celery_app
 import workers.pagerduty_tasks
 import workers.slack_tasks
-from bot import fanout, wiring
+from bot import wiring
 from bot.incidents.store import IncidentStore
 from bot.settings import Settings
 from bot.wiring import CeleryTaskSender, build_runtime
@@ -34,8 +35,8 @@ def wired_worker(
     """The real Celery worker, with Slack and PagerDuty built from pd_settings."""
     workers.slack_tasks.use_runtime(build_runtime(pd_settings, sender=sender))
     workers.pagerduty_tasks.use_sync(wiring.build_sync(pd_settings, store))
-    fanout.use_settings(pd_settings)
+    workers.celery_app.use_fanout_settings(pd_settings)
     yield
-    fanout.use_settings(None)
+    workers.celery_app.use_fanout_settings(None)
     workers.pagerduty_tasks.use_sync(None)
     workers.slack_tasks.use_runtime(None)

@@ -19,10 +19,11 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+import workers.celery_app
 import workers.pagerduty_tasks
 import workers.rollback_tasks
 import workers.slack_tasks
-from bot import fanout, wiring
+from bot import wiring
 from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
 from bot.sandbox.cluster import vllm_deployment
@@ -69,10 +70,10 @@ def client(
     workers.rollback_tasks.use_flow(flow)
     workers.slack_tasks.use_runtime(build_runtime(e2e_settings, sender=sender, rollbacks=flow))
     workers.pagerduty_tasks.use_sync(wiring.build_sync(e2e_settings, store))
-    fanout.use_settings(e2e_settings)
+    workers.celery_app.use_fanout_settings(e2e_settings)
     with TestClient(create_app(e2e_settings, slack_sender=sender)) as c:
         yield c
-    fanout.use_settings(None)
+    workers.celery_app.use_fanout_settings(None)
     workers.pagerduty_tasks.use_sync(None)
     workers.slack_tasks.use_runtime(None)
     workers.rollback_tasks.use_flow(None)

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+import workers.celery_app
 import workers.runbook_tasks as runbook_tasks
 import workers.slack_tasks
-from bot import fanout, tasknames, wiring
+from bot import tasknames, wiring
 from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
 from bot.plan.schema import parse_runbook
@@ -130,12 +131,12 @@ def test_a_real_change_sends_one_pagerduty_change_event_naming_the_approver(
     pd: PagerDutyEmulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bot import fanout
     from workers import pagerduty_tasks
 
     engine = make_engine(runbooks={"gated": GATED})
     monkeypatch.setattr(runbook_tasks, "engine", lambda: engine)
-    monkeypatch.setattr(fanout, "_override", pd_settings.model_copy(update={"slack_bot_token": None}))
+    pd_only = pd_settings.model_copy(update={"slack_bot_token": None})
+    monkeypatch.setattr(workers.celery_app, "_fanout", pd_only)
     pagerduty_tasks.use_sync(wiring.build_sync(pd_settings, store))
     try:
         incident = open_incident(store, "TestAlert")
@@ -168,7 +169,7 @@ def test_a_runs_timeline_reaches_slack_while_it_runs(
     engine = make_engine(runbooks={"gated": GATED})
     monkeypatch.setattr(runbook_tasks, "engine", lambda: engine)
     workers.slack_tasks.use_runtime(build_runtime(slack_settings, sender=CeleryTaskSender(slack_settings)))
-    fanout.use_settings(slack_settings)
+    workers.celery_app.use_fanout_settings(slack_settings)
     try:
         incident = open_incident(store, "TestAlert")  # straight into the store: nothing told Slack
         send(tasknames.RUNBOOK_RUN, incident.id, "gated", request_id="req-slack")
@@ -188,5 +189,5 @@ def test_a_runs_timeline_reaches_slack_while_it_runs(
         assert any("queue (vllm.metrics" in r for r in replies)  # type: ignore[union-attr]
         assert len(emulator.channel_messages(LOW, top_level_only=True)) == 1
     finally:
-        fanout.use_settings(None)
+        workers.celery_app.use_fanout_settings(None)
         workers.slack_tasks.use_runtime(None)

@@ -8,9 +8,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+import workers.celery_app
 import workers.slack_tasks
 import workers.tasks
-from bot import fanout, tasknames
+from bot import tasknames
 from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
@@ -98,7 +99,7 @@ def test_alertmanager_webhook_becomes_a_slack_root_message(
     slack_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fanout, "_override", slack_settings)  # the worker decides the fan-out with these
+    monkeypatch.setattr(workers.celery_app, "_fanout", slack_settings)  # the worker decides the fan-out
     body = notification()
     body["alerts"][0]["labels"]["severity"] = "critical"
     body["commonAnnotations"]["summary"] = "<!channel> queue depth {{ 7*7 }}"
