@@ -39,20 +39,21 @@ import httpx
 import kubernetes.client as k8s
 import redis
 
+import bot.steps  # noqa: F401  (registers the shipped step types)
 from bench.common import bare_http_server, machine, notification, pct, time_interleaved
-from bot.controls import AutomationControls
-from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient, label_selector_string, load_api_client
 from bot.models import AlertmanagerWebhook
+from bot.plan.schema import parse_runbook
 from bot.runbook.engine import Engine
-from bot.runbook.schema import parse_runbook
 from bot.runbook.services import Services
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox, SandboxConfig
 from bot.sandbox.slack_emulator import SlackEmulator
 from bot.sandbox.tls import issue_loopback_certificate
 from bot.settings import Settings
+from bot.storage.controls import AutomationControls
 from bot.storage.guards import Guards
+from bot.storage.incidents import IncidentStore
 from bot.storage.runs import RunStore
 from tests.support.services import RedisServer
 

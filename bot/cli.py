@@ -17,11 +17,11 @@ from bot.cli_ops import add_ops_parsers, add_postmortem_parser
 from bot.cli_rollback import add_rollback_parser
 from bot.cli_runbook import add_runbook_parser
 from bot.errors import ConfigError, IncidentBotError
-from bot.incidents.store import IncidentNotFound, IncidentStore
 from bot.logconfig import configure_logging
 from bot.models import Incident
 from bot.sandbox.cli import add_sandbox_parser
 from bot.settings import Settings, get_settings
+from bot.storage.incidents import IncidentNotFound, IncidentStore
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 

@@ -10,13 +10,13 @@ import pwd
 import redis
 
 from bot import wiring
-from bot.controls import AutomationSwitch, MaintenanceWindows, Window
 from bot.errors import PermanentError
 from bot.incidents.postmortem import render_postmortem
 from bot.incidents.report import collect_report, format_report
-from bot.incidents.store import IncidentStore
 from bot.settings import Settings
 from bot.severity import parse_duration
+from bot.storage.controls import AutomationSwitch, MaintenanceWindows, Window
+from bot.storage.incidents import IncidentStore
 
 
 def _redis(settings: Settings) -> redis.Redis:

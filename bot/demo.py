@@ -35,10 +35,10 @@ from typing import Any
 import httpx
 
 from bot import wiring
-from bot.incidents.store import IncidentStore
 from bot.integrations.vllm import HealthState, run_sync
 from bot.models import Incident, IncidentStatus
 from bot.settings import Settings
+from bot.storage.incidents import IncidentStore
 
 NAMESPACE = "llm-d"
 BAD_IMAGE = "vllm/vllm-openai:v0.9.9-broken"

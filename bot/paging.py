@@ -17,10 +17,10 @@ from typing import Any
 
 from bot.errors import InvalidTransition, PermanentError
 from bot.incidents.commands import IncidentCommands
-from bot.incidents.store import IncidentNotFound, IncidentStore
 from bot.integrations.pagerduty import Link, PagerDutyClient
 from bot.models import AlertStatus, Incident, IncidentStatus
 from bot.severity import Severity, SeverityPolicy
+from bot.storage.incidents import IncidentNotFound, IncidentStore
 from bot.storage.paging import PagingState
 from bot.templating import render_json
 

@@ -20,13 +20,11 @@ from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncApp
 
+import bot.steps  # noqa: F401  (registers the shipped step types: every process built here runs them)
 from bot import tasknames
-from bot.controls import AutomationControls, AutomationSwitch, Controls
-from bot.controls import MaintenanceWindows as WindowStore
 from bot.errors import BrokerUnavailable, TransientError
 from bot.incidents.commands import IncidentCommands, StoreIncidentCommands
-from bot.incidents.intake import Classifier, policy_classifier
-from bot.incidents.store import IncidentStore
+from bot.intake import Classifier, policy_classifier
 from bot.integrations.kube import KubeClient
 from bot.integrations.pagerduty import Link, PagerDutyClient
 from bot.integrations.prometheus import PrometheusClient
@@ -55,7 +53,10 @@ from bot.slack.service import (
     TierStatusSource,
 )
 from bot.storage.audit import AuditLog
+from bot.storage.controls import AutomationControls, AutomationSwitch, Controls
+from bot.storage.controls import MaintenanceWindows as WindowStore
 from bot.storage.guards import Guards
+from bot.storage.incidents import IncidentStore, LifecycleConfig
 from bot.storage.markers import Markers
 from bot.storage.paging import PagingState
 from bot.storage.rollbacks import RollbackStore
@@ -103,7 +104,6 @@ def incident_store(
     settings: Settings, client: redis.Redis, *, classify: Classifier | None = None
 ) -> IncidentStore:
     """The incident store over `client` with the configured prefix, dedup TTL, policy and lifecycle."""
-    from bot.storage.incidents import LifecycleConfig
 
     return IncidentStore(
         client,
@@ -212,7 +212,7 @@ class CeleryTaskSender:
 
 
 def automation_controls(client: redis.Redis, settings: Settings) -> Controls:
-    """The kill switch and maintenance windows (bot.controls), read from Redis on every check."""
+    """The kill switch and maintenance windows (bot.storage.controls), read from Redis on every check."""
     return AutomationControls(client, settings.key_prefix)
 
 
@@ -225,7 +225,6 @@ def build_engine(
     controls: Controls | None = None,
 ) -> Engine:
     """An Engine over the configured Redis, cluster, vLLM servers and runbooks directory."""
-    import bot.steps  # noqa: F401  (registers the shipped step types before the runbooks are checked)
 
     client = client or redis_client(settings, "runbook")
     store = store or incident_store(settings, client)

@@ -8,5 +8,6 @@ bash scripts/services.sh
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+PYTHONPATH=. .venv/bin/lint-imports
 .venv/bin/mypy
 .venv/bin/python -m pytest -q "$@"

@@ -11,10 +11,10 @@ from redis.exceptions import RedisError
 
 from bot import wiring
 from bot.errors import TransientError
-from bot.incidents.intake import Outcome
-from bot.incidents.store import IncidentStore
+from bot.intake import Outcome
 from bot.models import AlertmanagerWebhook
 from bot.settings import get_settings
+from bot.storage.incidents import IncidentStore
 from bot.tasknames import PROCESS_ALERT_GROUP, change_notifications
 from workers.celery_app import app, fanout_settings
 

@@ -31,9 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bot import tasknames
-from bot.controls import Controls
 from bot.errors import IncidentBotError, PermanentError
-from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient, same_template
 from bot.integrations.pagerduty import PagerDutyClient
 from bot.integrations.prometheus import PrometheusClient
@@ -55,6 +53,8 @@ from bot.slack.render import (
     actor_mention,
 )
 from bot.storage.audit import AuditLog
+from bot.storage.controls import Controls
+from bot.storage.incidents import IncidentStore
 from bot.tasknames import TaskSender
 
 log = logging.getLogger("incident_bot.rollback")

@@ -34,9 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from bot.controls import Controls
 from bot.errors import IncidentBotError, PermanentError, TransientError
-from bot.incidents.store import IncidentStore
 from bot.models import Incident, IncidentStatus
 from bot.plan.expr import ExprError, compile_expr, render_value
 from bot.plan.schema import Runbook, StepSpec
@@ -56,7 +54,9 @@ from bot.runbook.guards import breaker_check
 from bot.runbook.services import Services
 from bot.settings import Settings
 from bot.severity import promql_string
+from bot.storage.controls import Controls
 from bot.storage.guards import Guards
+from bot.storage.incidents import IncidentStore
 from bot.storage.runs import RunStore, Transaction
 
 log = logging.getLogger("incident_bot.runbook")

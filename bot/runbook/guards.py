@@ -1,14 +1,14 @@
 """What the safety guards' answers mean: a verdict for one more action (decisions only, no Redis).
 
 The guards' state (target locks, cooldowns, the circuit breaker's window) lives in
-:mod:`bot.storage.guards`; ``Guards`` is re-exported here until the test move.
+:mod:`bot.storage.guards`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.storage.guards import Guards as Guards
+from bot.storage.guards import Guards
 
 
 @dataclass(frozen=True)

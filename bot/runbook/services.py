@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from bot.errors import ConfigError, IntentMissing
-from bot.incidents.store import IncidentStore
 from bot.integrations.kube import DeploymentSummary, KubeClient, ScaleResult, UndoResult
 from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.vllm import VLLMClient, run_sync
 from bot.settings import Settings
+from bot.storage.incidents import IncidentStore
 
 if TYPE_CHECKING:
     from bot.plan.steptypes import StepContext

@@ -1,13 +1,13 @@
-"""The kill switch and maintenance windows of bot.controls, as the Slack commands see them."""
+"""The kill switch and maintenance windows of bot.storage.controls, as the Slack commands see them."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.controls import AutomationSwitch
-from bot.controls import MaintenanceWindows as WindowStore
 from bot.errors import PermanentError
 from bot.slack.service import AutomationState, MaintenanceWindow
+from bot.storage.controls import AutomationSwitch
+from bot.storage.controls import MaintenanceWindows as WindowStore
 
 
 class SwitchControl:

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bot.errors import TransientError
-from bot.incidents.store import IncidentStore
 from bot.integrations.slack import SlackWeb
 from bot.models import Incident, TimelineEntry
 from bot.settings import Settings
 from bot.slack.render import Message, SlackRenderer
 from bot.storage.bucket import TokenBucket
+from bot.storage.incidents import IncidentStore
 from bot.storage.slack_messages import SlackMessages, StorageError
 
 log = logging.getLogger("incident_bot.slack.notifier")

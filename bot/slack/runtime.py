@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.incidents.store import IncidentStore
 from bot.integrations.slack import SlackWeb
 from bot.settings import Settings
 from bot.slack.notifier import SlackNotifier
 from bot.slack.service import SlackService
+from bot.storage.incidents import IncidentStore
 from bot.tasknames import TaskSender
 
 

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from bot import tasknames
 from bot.errors import PermanentError
 from bot.incidents.commands import IncidentCommands
-from bot.incidents.store import IncidentStore
 from bot.integrations.slack import SlackWeb
 from bot.models import Incident, Severity
 from bot.slack.authz import Authorizer
@@ -39,6 +38,7 @@ from bot.slack.render import (
     SlackRenderer,
 )
 from bot.storage.audit import AuditLog
+from bot.storage.incidents import IncidentStore
 from bot.storage.markers import Markers
 from bot.tasknames import TaskSender
 

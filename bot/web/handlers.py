@@ -20,10 +20,10 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from bot.errors import BrokerUnavailable
-from bot.incidents.store import IncidentStore
 from bot.integrations.pagerduty import verify_webhook
 from bot.models import AlertmanagerWebhook
 from bot.settings import Settings
+from bot.storage.incidents import IncidentStore
 from bot.tasknames import PAGERDUTY_WEBHOOK, QUEUE_NOTIFICATIONS
 from bot.web.auth import alertmanager_authorized
 from bot.web.body import BodyTooLarge, read_limited_body

@@ -10,8 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from bot.incidents.store import IncidentStore
 from bot.models import Severity
+from bot.storage.incidents import IncidentStore
 from bot.tasknames import ALL_QUEUES
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+import bot.steps  # noqa: F401  (registers the shipped step types)
 from bot.rbac import MUTATING_VERBS, STEP_PERMISSIONS, k8s_step_types_in, required_rules
 from tests.deploy.conftest import ROOT, by_kind, pod_specs, rendered
 
@@ -25,7 +26,7 @@ def granted(role: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
 
 def test_mapping_is_exactly_the_registered_kubernetes_step_types() -> None:
     """Every k8s.* step an operator may write has RBAC, and the mapping lists nothing the engine lacks."""
-    from bot.runbook.registry import step_types
+    from bot.plan.steptypes import step_types
 
     k8s = {name for name in step_types() if name.startswith("k8s.")}
     assert k8s, "no k8s.* step types registered"

@@ -39,7 +39,6 @@ import workers.pagerduty_tasks
 import workers.runbook_tasks as runbook_tasks
 import workers.slack_tasks
 from bot import wiring
-from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus
 from bot.runbook.engine import Engine, RunStatus
 from bot.runtime import serve_in_thread
@@ -48,6 +47,7 @@ from bot.sandbox.sandbox import Sandbox, SandboxConfig
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.sandbox.traffic import BackgroundTraffic, TrafficPlan
 from bot.settings import Settings
+from bot.storage.incidents import IncidentStore
 from bot.web.app import create_app
 from bot.wiring import CeleryTaskSender, build_engine, build_runtime
 from tests.support.fixtures import worker_idle

@@ -15,8 +15,8 @@ from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox, SandboxConfig
 from bot.settings import Settings
 from bot.wiring import build_flow
-from tests.runbook.conftest import FastClock
 from tests.support.fixtures import wait_until
+from tests.support.runbooks import FastClock
 from tests.support.slack import RecordingSender
 
 NS = "llm-d"

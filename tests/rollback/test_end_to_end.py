@@ -24,19 +24,18 @@ import workers.pagerduty_tasks
 import workers.rollback_tasks
 import workers.slack_tasks
 from bot import wiring
-from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
 from bot.sandbox.cluster import vllm_deployment
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
+from bot.storage.incidents import IncidentStore
 from bot.web.app import create_app
 from bot.wiring import CeleryTaskSender, build_flow, build_runtime
 from tests.rollback.conftest import BAD, GOOD, NS, PLAIN_SECRET, roll_out
-from tests.slack.helpers import open_incident
 from tests.support.fixtures import wait_until
-from tests.support.slack import APPROVER, STRANGER, action_body, command_body, sign
+from tests.support.slack import APPROVER, STRANGER, action_body, command_body, open_incident, sign
 
 pytestmark = pytest.mark.integration
 HIGH = "C0HIGH0001"

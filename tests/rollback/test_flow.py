@@ -9,15 +9,15 @@ from datetime import timedelta
 import pytest
 import redis
 
-from bot.controls import AutomationSwitch
-from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
 from bot.rollback.flow import RollbackFlow
 from bot.rollback.state import State
-from bot.runbook.guards import Guards
 from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
+from bot.storage.controls import AutomationSwitch
+from bot.storage.guards import Guards
+from bot.storage.incidents import IncidentStore
 from bot.tasknames import ROLLBACK_EXECUTE as TASK_EXECUTE
 from tests.rollback.conftest import (
     APPROVER_2,
@@ -29,9 +29,8 @@ from tests.rollback.conftest import (
     FlowFactory,
     roll_out,
 )
-from tests.runbook.conftest import FastClock
-from tests.slack.helpers import open_incident
-from tests.support.slack import APPROVER, RESPONDER, RecordingSender
+from tests.support.runbooks import FastClock
+from tests.support.slack import APPROVER, RESPONDER, RecordingSender, open_incident
 
 pytestmark = pytest.mark.integration
 TARGET = f"{NS}/vllm-decode"

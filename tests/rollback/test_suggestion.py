@@ -7,22 +7,23 @@ import json
 import pytest
 import redis
 
+import bot.steps  # noqa: F401  (registers the shipped step types)
 from bot import tasknames
-from bot.controls import AutomationControls
-from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
+from bot.plan.schema import load_runbooks
 from bot.runbook.engine import Engine
-from bot.runbook.schema import load_runbooks
 from bot.runbook.services import Services
 from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
 from bot.slack.render import ACTION_ROLLBACK_SUGGESTED
+from bot.storage.controls import AutomationControls
 from bot.storage.guards import Guards
+from bot.storage.incidents import IncidentStore
 from bot.storage.runs import RunStore
 from bot.wiring import build_runtime
 from tests.rollback.conftest import NS, roll_out
-from tests.runbook.conftest import FastClock, open_incident
+from tests.support.runbooks import FastClock, open_incident
 from tests.support.slack import APPROVER, RESPONDER, RecordingSender
 
 pytestmark = pytest.mark.integration

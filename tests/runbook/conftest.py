@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,35 +10,17 @@ import pytest
 import redis
 
 import bot.steps  # noqa: F401  (registers the shipped step types)
-from bot.controls import AutomationControls
-from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
-from bot.models import AlertmanagerWebhook, Incident
 from bot.plan.schema import load_runbooks
 from bot.runbook.engine import Engine
 from bot.runbook.services import Services
 from bot.sandbox.sandbox import Sandbox, SandboxConfig
 from bot.settings import Settings
+from bot.storage.controls import AutomationControls
 from bot.storage.guards import Guards
+from bot.storage.incidents import IncidentStore
 from bot.storage.runs import RunStore
-from tests.support.payloads import alert, notification
-
-
-class FastClock:
-    """Wall time plus whatever the engine 'slept'; sleeping advances it and barely waits."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-        self.lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self.lock:
-            return datetime.now(UTC) + self.offset
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, 0.1))
-        with self.lock:
-            self.offset += timedelta(seconds=seconds)
+from tests.support.runbooks import FastClock
 
 
 @pytest.fixture
@@ -97,28 +76,3 @@ def make_engine(
     yield factory
     for engine in made:
         engine.services.close()
-
-
-_FP = iter(range(10_000))
-
-
-def open_incident(store: IncidentStore, name: str, **labels: str) -> Incident:
-    """Apply a firing notification for one alert and return the incident it opened."""
-    labels.setdefault("deployment", "vllm-decode")
-    body = notification(
-        [alert(name, fingerprint=f"fp{next(_FP):04d}", **labels)],
-        group_key=f'{{}}:{{alertname="{name}", n="{next(_FP)}"}}',
-    )
-    webhook = AlertmanagerWebhook.model_validate(body)
-    result = store.apply_notification(webhook, webhook.idempotency_key())
-    assert result.incident_id is not None
-    return store.get(result.incident_id)
-
-
-def story(store: IncidentStore, incident_id: str, run_id: str | None = None) -> list[str]:
-    """The incident's timeline as 'kind: message' lines (of one run when run_id is given)."""
-    return [
-        f"{t.kind}: {t.message}"
-        for t in store.timeline(incident_id)
-        if run_id is None or t.data.get("run_id") == run_id
-    ]

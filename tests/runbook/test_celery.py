@@ -10,7 +10,6 @@ import workers.celery_app
 import workers.runbook_tasks as runbook_tasks
 import workers.slack_tasks
 from bot import tasknames, wiring
-from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook
 from bot.plan.schema import parse_runbook
 from bot.runbook.engine import RunStatus
@@ -18,12 +17,14 @@ from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
+from bot.storage.incidents import IncidentStore
 from bot.tasknames import PROCESS_ALERT_GROUP as TASK_PROCESS_ALERT_GROUP
 from bot.tasknames import QUEUE_ALERTS, QUEUE_RUNBOOKS
 from bot.wiring import CeleryTaskSender, build_runtime
-from tests.runbook.conftest import EngineFactory, open_incident
+from tests.runbook.conftest import EngineFactory
 from tests.support.fixtures import wait_until, worker_idle
 from tests.support.payloads import alert, notification
+from tests.support.runbooks import open_incident
 from workers.celery_app import app
 
 pytestmark = pytest.mark.integration

@@ -7,17 +7,18 @@ from typing import Any
 
 import pytest
 
-from bot.controls import AutomationSwitch
-from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient, ScaleResult
 from bot.models import AlertmanagerWebhook
 from bot.plan.schema import Runbook, parse_runbook
 from bot.runbook.engine import Engine, RunStatus
 from bot.sandbox.sandbox import Sandbox
 from bot.settings import Settings
-from tests.runbook.conftest import EngineFactory, open_incident, story
+from bot.storage.controls import AutomationSwitch
+from bot.storage.incidents import IncidentStore
+from tests.runbook.conftest import EngineFactory
 from tests.support.fixtures import wait_until
 from tests.support.payloads import alert, notification
+from tests.support.runbooks import open_incident, story
 
 pytestmark = pytest.mark.integration
 SCALE_PATH = r"/apis/apps/v1/namespaces/llm-d/deployments/[a-z-]+/scale"

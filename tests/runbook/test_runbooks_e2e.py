@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot.incidents.store import IncidentStore
 from bot.integrations.kube import KubeClient
 from bot.runbook.engine import Engine, RunRecord, RunStatus
 from bot.sandbox.sandbox import Sandbox
-from tests.runbook.conftest import EngineFactory, open_incident, story
+from bot.storage.incidents import IncidentStore
+from tests.runbook.conftest import EngineFactory
 from tests.support.fixtures import wait_until
+from tests.support.runbooks import open_incident, story
 
 pytestmark = pytest.mark.integration
 NS = "llm-d"

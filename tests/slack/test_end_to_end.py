@@ -12,17 +12,16 @@ import workers.celery_app
 import workers.slack_tasks
 import workers.tasks
 from bot import tasknames
-from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
 from bot.slack.runtime import SlackRuntime
+from bot.storage.incidents import IncidentStore
 from bot.web.app import create_app
 from bot.wiring import CeleryTaskSender, build_runtime
-from tests.slack.helpers import open_incident
 from tests.support.fixtures import wait_until
 from tests.support.payloads import notification
-from tests.support.slack import RESPONDER, RecordingSender, action_body, command_body, sign
+from tests.support.slack import RESPONDER, RecordingSender, action_body, command_body, open_incident, sign
 
 pytestmark = pytest.mark.integration
 HIGH = "C0HIGH0001"

@@ -9,14 +9,13 @@ import redis
 
 from bot import tasknames
 from bot.errors import PermanentError, TransientError
-from bot.incidents.store import IncidentStore
 from bot.models import Severity
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
 from bot.slack.runtime import SlackRuntime
+from bot.storage.incidents import IncidentStore
 from bot.wiring import build_runtime
-from tests.slack.helpers import open_incident
-from tests.support.slack import RESPONDER, RecordingSender
+from tests.support.slack import RESPONDER, RecordingSender, open_incident
 
 HIGH = "C0HIGH0001"  # #incidents-high, the P1 channel
 

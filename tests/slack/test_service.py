@@ -10,16 +10,23 @@ import pytest
 import redis
 
 from bot import tasknames
-from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus, Severity
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
 from bot.slack.runtime import SlackRuntime
 from bot.slack.service import AutomationState, TierComponent, TierStatus
 from bot.storage.audit import AuditLog
+from bot.storage.incidents import IncidentStore
 from bot.wiring import build_runtime
-from tests.slack.helpers import open_incident
-from tests.support.slack import APPROVER, GROUP_RESPONDER, RESPONDER, STRANGER, TEAM, RecordingSender
+from tests.support.slack import (
+    APPROVER,
+    GROUP_RESPONDER,
+    RESPONDER,
+    STRANGER,
+    TEAM,
+    RecordingSender,
+    open_incident,
+)
 
 _seq = iter(range(1, 1_000_000))
 
@@ -277,8 +284,8 @@ def test_buttons_ack_approve_deny_with_who_did_what(
 def test_kill_switch_and_maintenance_from_slack_reach_every_worker(
     rt: SlackRuntime, emulator: SlackEmulator, redis_client: object, settings: object
 ) -> None:
-    """The commands act on bot.controls in Redis: what the runbook engine's guards read."""
-    from bot.controls import AutomationControls
+    """The commands act on bot.storage.controls in Redis: what the runbook engine's guards read."""
+    from bot.storage.controls import AutomationControls
 
     other_worker = AutomationControls(redis.Redis.from_url(rt.settings.redis_url), rt.settings.key_prefix)
     assert other_worker.automation_enabled()

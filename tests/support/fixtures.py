@@ -9,10 +9,10 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from bot.incidents.store import IncidentStore
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.slack_emulator import SlackEmulator
 from bot.settings import Settings, get_settings
+from bot.storage.incidents import IncidentStore
 from bot.tasknames import ALL_QUEUES
 from tests.support.services import RedisServer
 from tests.support.slack import APPROVER, GROUP_RESPONDER, RESPONDER, SIGNING_SECRET

@@ -10,6 +10,10 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
+from bot.models import AlertmanagerWebhook, Incident
+from bot.storage.incidents import IncidentStore
+from tests.support.payloads import alert, notification
+
 SIGNING_SECRET = "test-signing-secret-8f1c2a"
 TEAM = "T0EMULATOR"
 RESPONDER = "URESP0001"
@@ -135,3 +139,17 @@ class RecordingSender:
         """(args, kwargs) of every recorded task with this name."""
         with self._lock:
             return [(a, k) for n, a, k, _ in self.sent if n == name]
+
+
+def open_incident(
+    store: IncidentStore, n: int = 1, *, severity: str = "critical", **annotations: str
+) -> Incident:
+    """Open an incident through the real intake path (P1 for severity=critical)."""
+    a = alert(f"VLLMDown{n}", fingerprint=f"fp{n:06d}", severity=severity)
+    a["annotations"].update(annotations)
+    body = notification([a], group_key=f'{{}}:{{alertname="VLLMDown{n}"}}')
+    body["commonAnnotations"].update(annotations)
+    webhook = AlertmanagerWebhook.model_validate(body)
+    result = store.apply_notification(webhook, webhook.idempotency_key())
+    assert result.incident_id is not None
+    return store.get(result.incident_id)

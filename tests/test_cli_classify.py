@@ -111,7 +111,7 @@ def test_json_output(tmp_path: Path) -> None:
 
 def test_custom_policy_file(tmp_path: Path) -> None:
     policy = tmp_path / "p.yaml"
-    shipped = Path(__file__).resolve().parents[2] / "bot" / "policy" / "severity.yaml"
+    shipped = Path(__file__).resolve().parents[1] / "bot" / "policy" / "severity.yaml"
     policy.write_text(shipped.read_text().replace("default_level: P3", "default_level: P2"))
     code, out, _ = _run(
         ["classify", "--policy", str(policy), "--alert", _write(tmp_path, _alert(alertname="X"))]

@@ -11,8 +11,8 @@ import workers.celery_app
 import workers.pagerduty_tasks
 import workers.slack_tasks
 from bot import wiring
-from bot.incidents.store import IncidentStore
 from bot.settings import Settings
+from bot.storage.incidents import IncidentStore
 from bot.wiring import CeleryTaskSender, build_runtime
 from tests.support.fixtures import ALICE, SECRET_NEW, SECRET_OLD  # noqa: F401 - re-exported for the tests
 from tests.support.slack import RecordingSender

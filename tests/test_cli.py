@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from bot.cli import main, redact_url
-from bot.incidents.store import IncidentStore
 from bot.logconfig import RedactingFilter
 from bot.models import AlertmanagerWebhook
+from bot.storage.incidents import IncidentStore
 from tests.support.payloads import alert, notification
 
 

@@ -8,9 +8,9 @@ import pytest
 import redis
 
 from bot.cli import main
-from bot.controls import AutomationControls
-from bot.incidents.store import IncidentStore
 from bot.settings import Settings
+from bot.storage.controls import AutomationControls
+from bot.storage.incidents import IncidentStore
 from tests.support.lifecycle import firing, resolved, send
 
 

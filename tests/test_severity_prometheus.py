@@ -28,7 +28,7 @@ from bot.severity import SeverityPolicy, classify, fetch_signals, load_policy, p
 
 pytestmark = pytest.mark.integration
 
-SHIPPED = Path(__file__).resolve().parents[2] / "bot" / "policy" / "severity.yaml"
+SHIPPED = Path(__file__).resolve().parents[1] / "bot" / "policy" / "severity.yaml"
 STEP = 30  # seconds between samples, like a 30 s scrape interval
 SPAN = 7 * 3600  # enough history for the 6 h burn-rate window
 RPS = 10.0  # requests per second in every scenario

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus
 from bot.runtime import serve_in_thread
 from bot.settings import Settings
+from bot.storage.incidents import IncidentStore
 from bot.web.app import create_app
 from tests.support.fixtures import wait_until
 from tests.support.services import Alertmanager

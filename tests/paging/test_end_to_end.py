@@ -7,14 +7,14 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.incidents.store import IncidentStore
 from bot.models import IncidentStatus
 from bot.paging import dedup_key
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.settings import Settings
+from bot.storage.incidents import IncidentStore
 from bot.web.app import create_app
-from tests.pagerduty.conftest import ALICE, SECRET_NEW, SECRET_OLD
+from tests.paging.conftest import ALICE, SECRET_NEW, SECRET_OLD
 from tests.support.fixtures import wait_until, worker_idle
 from tests.support.payloads import alert, notification
 from tests.support.slack import RESPONDER, RecordingSender, command_body, sign

@@ -31,7 +31,7 @@ from bot.severity import (
     signal_queries,
 )
 
-SHIPPED = Path(__file__).resolve().parents[2] / "bot" / "policy" / "severity.yaml"
+SHIPPED = Path(__file__).resolve().parents[1] / "bot" / "policy" / "severity.yaml"
 
 
 @pytest.fixture(scope="module")

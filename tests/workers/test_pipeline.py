@@ -8,9 +8,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from bot.incidents.store import IncidentStore
 from bot.models import AlertmanagerWebhook, IncidentStatus
 from bot.settings import Settings
+from bot.storage.incidents import IncidentStore
 from bot.tasknames import PROCESS_ALERT_GROUP as TASK_PROCESS_ALERT_GROUP
 from bot.tasknames import QUEUE_ALERTS
 from bot.web.app import create_app

@@ -1,3 +1,0 @@
-"""Moved to bot.storage.bucket; kept until the test move."""
-
-from bot.storage.bucket import TokenBucket as TokenBucket
