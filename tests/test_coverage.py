@@ -1,0 +1,34 @@
+"""bot.coverage: the metric-rename check (the CLI is not built yet)."""
+
+from __future__ import annotations
+
+from bot.coverage import Rename, renamed_metrics
+
+
+def test_every_renamed_metric_is_flagged_with_its_replacement() -> None:
+    expr = (
+        "max(vllm:gpu_cache_usage_perc) + rate(vllm:gpu_prefix_cache_hits[5m])"
+        " + rate(vllm:gpu_prefix_cache_queries[5m]) + rate(vllm:num_preemptions[5m])"
+        " + histogram_quantile(0.9, rate(vllm:time_per_output_token_seconds_bucket[5m]))"
+        " + rate(inference_model_request_total[5m])"
+    )
+    assert renamed_metrics(expr) == [
+        Rename("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"),
+        Rename("vllm:gpu_prefix_cache_hits", "vllm:prefix_cache_hits_total"),
+        Rename("vllm:gpu_prefix_cache_queries", "vllm:prefix_cache_queries_total"),
+        Rename("vllm:num_preemptions", "vllm:num_preemptions_total"),
+        Rename("vllm:time_per_output_token_seconds_bucket", "vllm:inter_token_latency_seconds_bucket"),
+        Rename("inference_model_request_total", "inference_objective_request_total"),
+    ]
+
+
+def test_current_names_are_not_flagged_whole_identifiers_only() -> None:
+    expr = (
+        "rate(vllm:num_preemptions_total[5m]) + max(vllm:kv_cache_usage_perc)"
+        " + rate(inference_objective_request_total[5m]) + my_inference_model_thing"
+    )
+    assert renamed_metrics(expr) == []
+
+
+def test_removed_metric_has_no_replacement() -> None:
+    assert renamed_metrics("vllm:cpu_cache_usage_perc > 0") == [Rename("vllm:cpu_cache_usage_perc", None)]
