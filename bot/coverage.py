@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
+
+import yaml
 
 #: Old metric name -> replacement (None: removed without replacement). From INTEGRATION_NOTES.md.
 RENAMED: dict[str, str | None] = {
@@ -59,3 +62,57 @@ def renamed_metrics(expr: str) -> list[Rename]:
         if hit is not None:
             found.setdefault(hit.metric, hit)
     return list(found.values())
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alerting rule from a rule file: its group, name, expression and static labels/annotations."""
+
+    group: str
+    alert: str
+    expr: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+def _groups_of(doc: object) -> list[Any]:
+    if not isinstance(doc, dict):
+        return []
+    if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        return [g for item in doc["items"] for g in _groups_of(item)]
+    if doc.get("kind") == "PrometheusRule":
+        spec = doc.get("spec")
+        groups = spec.get("groups") if isinstance(spec, dict) else None
+    else:
+        groups = doc.get("groups")
+    return list(groups) if isinstance(groups, list) else []
+
+
+def parse_rules(text: str) -> list[AlertRule]:
+    """The alerting rules in a rule file, PrometheusRule manifest, multi-document YAML or List.
+
+    ValueError (one line) when the text is not YAML or has no rule groups.
+    """
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not YAML: {str(exc).splitlines()[0]}") from exc
+    groups = [g for doc in docs for g in _groups_of(doc)]
+    if not groups:
+        raise ValueError("no rule groups (expected 'groups:' or a PrometheusRule with spec.groups)")
+    rules = []
+    for group in groups:
+        if not isinstance(group, dict) or not isinstance(group.get("rules", []), list):
+            raise ValueError("a rule group must be a mapping with a 'rules' list")
+        for rule in group.get("rules") or []:
+            if isinstance(rule, dict) and "alert" in rule:
+                rules.append(
+                    AlertRule(
+                        group=str(group.get("name", "")),
+                        alert=str(rule["alert"]),
+                        expr=str(rule.get("expr", "")),
+                        labels={str(k): str(v) for k, v in (rule.get("labels") or {}).items()},
+                        annotations={str(k): str(v) for k, v in (rule.get("annotations") or {}).items()},
+                    )
+                )
+    return rules

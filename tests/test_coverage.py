@@ -32,3 +32,25 @@ def test_current_names_are_not_flagged_whole_identifiers_only() -> None:
 
 def test_removed_metric_has_no_replacement() -> None:
     assert renamed_metrics("vllm:cpu_cache_usage_perc > 0") == [Rename("vllm:cpu_cache_usage_perc", None)]
+
+
+def test_parse_rules_reads_shipped_files_and_manifests() -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from bot.coverage import parse_rules
+
+    shipped = parse_rules(Path("deploy/monitoring/rules/incident-bot.rules.yaml").read_text())
+    assert "IncidentBotDown" in [r.alert for r in shipped]
+    assert all(r.labels.get("severity") for r in shipped)
+    manifest = (
+        "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nspec:\n  groups:\n"
+        "  - name: g\n    rules:\n    - alert: A\n      expr: up == 0\n      labels: {severity: critical}\n"
+    )
+    assert [(r.group, r.alert) for r in parse_rules("---\n" + manifest + "---\n{}\n")] == [("g", "A")]
+    assert len(parse_rules(Path("tests/fixtures/rules/guide-rules.yaml").read_text())) == 6
+    with pytest.raises(ValueError, match="not YAML"):
+        parse_rules("groups: [unclosed")
+    with pytest.raises(ValueError, match="no rule groups"):
+        parse_rules("kind: ConfigMap\n")
