@@ -6,10 +6,15 @@ Work in progress for issue 15 ("coverage"): only the metric-name check is here s
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
+from bot.plan.schema import Runbook
+from bot.plan.select import select
+from bot.severity import AlertView, Classification, SeverityPolicy, classify
 
 #: Old metric name -> replacement (None: removed without replacement). From INTEGRATION_NOTES.md.
 RENAMED: dict[str, str | None] = {
@@ -116,3 +121,49 @@ def parse_rules(text: str) -> list[AlertRule]:
                     )
                 )
     return rules
+
+
+_BY_RE = re.compile(r"\bby\s*\(([^)]*)\)")
+_TARGET_LABELS = ("namespace", "deployment")
+
+
+def target_resolution(rule: AlertRule) -> str:
+    """How an incident's target would be found: from the alert's labels, or (not yet) the service catalog."""
+    kept = set(rule.labels)
+    for match in _BY_RE.finditer(rule.expr):
+        kept.update(name.strip() for name in match.group(1).split(","))
+    if all(label in kept for label in _TARGET_LABELS):
+        return "from labels namespace/deployment"
+    return "needs the service catalog (not yet built)"
+
+
+@dataclass(frozen=True)
+class AlertCoverage:
+    """What the bot would do with one alert: severity, runbooks, target, and outdated metric names."""
+
+    rule: AlertRule
+    classification: Classification
+    runbooks: tuple[str, ...]
+    target: str
+    renames: tuple[Rename, ...]
+
+    @property
+    def status(self) -> str:
+        """ "covered" (a runbook), "notify only" (a severity rule, no runbook), or "NOT COVERED"."""
+        if self.runbooks:
+            return "covered"
+        return "notify only" if self.classification.rule is not None else "NOT COVERED"
+
+
+def evaluate(rule: AlertRule, policy: SeverityPolicy, runbooks: Iterable[Runbook]) -> AlertCoverage:
+    """Classify *rule*'s static labels (plus alertname; no live signals) and select its runbooks."""
+    labels = {**rule.labels, "alertname": rule.alert}
+    result = classify(AlertView(labels=labels, annotations=rule.annotations), None, policy)
+    chosen = select(runbooks, [labels], result.severity)
+    return AlertCoverage(
+        rule=rule,
+        classification=result,
+        runbooks=tuple(s.runbook.name for s in chosen),
+        target=target_resolution(rule),
+        renames=tuple(renamed_metrics(rule.expr)),
+    )

@@ -54,3 +54,12 @@ def test_parse_rules_reads_shipped_files_and_manifests() -> None:
         parse_rules("groups: [unclosed")
     with pytest.raises(ValueError, match="no rule groups"):
         parse_rules("kind: ConfigMap\n")
+
+
+def test_target_resolution_from_by_clause_or_catalog() -> None:
+    from bot.coverage import AlertRule, target_resolution
+
+    kept = AlertRule("g", "A", "sum by (namespace, deployment) (x) > 0", {}, {})
+    lost = AlertRule("g", "B", "sum by (namespace) (x) > 0", {}, {})
+    assert target_resolution(kept) == "from labels namespace/deployment"
+    assert target_resolution(lost) == "needs the service catalog (not yet built)"
