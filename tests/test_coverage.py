@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bot.steps  # noqa: F401  (registers the shipped step types the runbooks use)
 from bot.coverage import Rename, renamed_metrics
 
 
@@ -63,3 +64,28 @@ def test_target_resolution_from_by_clause_or_catalog() -> None:
     lost = AlertRule("g", "B", "sum by (namespace) (x) > 0", {}, {})
     assert target_resolution(kept) == "from labels namespace/deployment"
     assert target_resolution(lost) == "needs the service catalog (not yet built)"
+
+
+def test_shipped_rules_all_get_a_severity_under_the_shipped_policy() -> None:
+    from pathlib import Path
+
+    from bot.coverage import evaluate, parse_rules
+    from bot.plan.schema import load_runbooks
+    from bot.settings import get_settings
+    from bot.severity import load_policy
+
+    settings = get_settings()
+    policy = load_policy(settings.severity_policy)
+    runbooks = list(load_runbooks(settings.runbooks_dir).values())
+    for path in sorted(Path("deploy/monitoring/rules").glob("*.yaml")):
+        for rule in parse_rules(path.read_text()):
+            result = evaluate(rule, policy, runbooks)
+            assert result.classification.severity.value in {"P0", "P1", "P2", "P3"}
+            # The one old name shipped today is the deliberate fallback `kv_cache_usage_perc or
+            # gpu_cache_usage_perc` (vLLM < 0.9.2), and it is flagged with its replacement.
+            expected = (
+                (Rename("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"),)
+                if "vllm:gpu_cache_usage_perc" in rule.expr
+                else ()
+            )
+            assert result.renames == expected
