@@ -76,17 +76,6 @@ ALL_TASKS = (
 )
 
 
-def queue_of(name: str) -> str:
-    """The queue a task name is routed to."""
-    if name in TASK_ROUTES:
-        return TASK_ROUTES[name]["queue"]
-    if name.startswith("workers.tasks.runbook."):
-        return QUEUE_RUNBOOKS
-    if name.startswith("workers.tasks.notify."):
-        return QUEUE_NOTIFICATIONS
-    return QUEUE_ALERTS
-
-
 class TaskSender(Protocol):
     """Sends a Celery task by name (the receiving code lives in workers/)."""
 
