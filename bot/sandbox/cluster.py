@@ -60,7 +60,22 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "Event": ("v1", "events", True),
     "Namespace": ("v1", "namespaces", False),
     "Node": ("v1", "nodes", False),
+    # Stored as given and served through the generic object API (create/update/patch/delete, the status
+    # and scale subresources); a controller registered with Cluster.register_controller gives them life.
+    "Secret": ("v1", "secrets", True),
+    "StatefulSet": ("apps/v1", "statefulsets", True),
+    "ControllerRevision": ("apps/v1", "controllerrevisions", True),
+    "Rollout": ("argoproj.io/v1alpha1", "rollouts", True),
+    "AnalysisRun": ("argoproj.io/v1alpha1", "analysisruns", True),
+    "LeaderWorkerSet": ("leaderworkerset.x-k8s.io/v1", "leaderworkersets", True),
+    "InferencePool": ("inference.networking.k8s.io/v1", "inferencepools", True),
 }
+#: Kinds with built-in behaviour above (the rest use the generic object API).
+BUILTIN_KINDS = frozenset({"Deployment", "ReplicaSet", "Pod", "Event", "Namespace", "Node"})
+#: Generic kinds whose status is a subresource (a main-resource write keeps the stored status).
+STATUS_SUBRESOURCE = frozenset({"StatefulSet", "Rollout", "AnalysisRun", "LeaderWorkerSet", "InferencePool"})
+#: Generic kinds with a scale subresource over spec.replicas.
+SCALE_SUBRESOURCE = frozenset({"StatefulSet", "Rollout", "LeaderWorkerSet"})
 _FIELD_LABELS: dict[str, set[str]] = {
     "Pod": {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "status.phase", "status.podIP"},
     "Event": {
@@ -579,6 +594,7 @@ class Cluster:
         self._listeners: list[Listener] = []
         self._history: list[tuple[int, str, str, JSON]] = []
         self._event_keys: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._controllers: dict[str, Callable[[tuple[str, str]], None]] = {}
         self.add_namespace("default")
 
     # -- time, ids --------------------------------------------------------------------------------
@@ -968,6 +984,198 @@ class Cluster:
             result = self._scale(dep)
             return result
 
+    # -- any other kind: the generic object API ---------------------------------------------------
+
+    def register_controller(self, kind: str, sync: Callable[[tuple[str, str]], None]) -> None:
+        """Call ``sync((namespace, name))`` for every object of ``kind`` on each reconcile pass (locked)."""
+        with self.lock:
+            self._controllers[kind] = sync
+
+    def _generic(self, kind: str) -> None:
+        if kind not in KINDS or kind in BUILTIN_KINDS:
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
+
+    def create_object(
+        self,
+        kind: str,
+        body: JSON,
+        namespace: str | None = None,
+        *,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+    ) -> JSON:
+        """Create an object of a generic kind (POST: 409 if it exists; status dropped where a subresource)."""
+        with self.lock:
+            self._generic(kind)
+            obj = copy.deepcopy(body)
+            meta = obj.setdefault("metadata", {})
+            ns = (namespace or meta.get("namespace") or "default") if KINDS[kind][2] else ""
+            if ns:
+                self._require_namespace(ns)
+            name = meta.get("name")
+            if not isinstance(name, str) or not name:
+                raise invalid(kind, "", [("metadata.name", "Required value: name is required")])
+            if (ns, name) in self._objects[kind]:
+                raise already_exists(kind, name)
+            fresh = self._new_meta(kind, ns, name)
+            for key in ("labels", "annotations", "ownerReferences"):
+                if meta.get(key):
+                    fresh[key] = meta[key]
+            if "spec" in obj:
+                fresh["generation"] = 1
+            obj["metadata"] = fresh
+            obj["kind"], obj["apiVersion"] = kind, KINDS[kind][0]
+            if kind in STATUS_SUBRESOURCE:
+                # What a real API server stores for a new object (the typed clients require these fields).
+                obj["status"] = {"replicas": 0, "availableReplicas": 0} if kind == "StatefulSet" else {}
+            self._set_managed(obj, field_manager or "unknown", "Update")
+            if dry_run:
+                return obj
+            self._put(kind, obj, created=True)
+            self.reconcile()
+            return self.get(kind, ns, name)
+
+    def update_object(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        mutate: Callable[[JSON], JSON],
+        *,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+        subresource: str | None = None,
+    ) -> JSON:
+        """Apply ``mutate`` to a copy of a generic object (or only its status, for ``/status``), store it."""
+        with self.lock:
+            self._generic(kind)
+            current = self.get(kind, namespace, name)
+            try:
+                new = mutate(copy.deepcopy(current))
+            except JSONPatchError as exc:
+                raise ApiError(422, "Invalid", str(exc)) from exc
+            if not isinstance(new, dict):
+                raise bad_request("the patch did not produce an object")
+            sent_rv = (new.get("metadata") or {}).get("resourceVersion")
+            if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
+                raise conflict(kind, name)
+            if (new.get("metadata") or {}).get("name", name) != name:
+                raise bad_request(f"the name of the object does not match the name on the URL ({name})")
+            if subresource == "status":
+                result = copy.deepcopy(current)
+                result["status"] = new.get("status") or {}
+                new = result
+            else:
+                meta = new.get("metadata") or {}
+                for key in ("name", "namespace", "uid", "creationTimestamp", "generation", "managedFields"):
+                    if key in current["metadata"]:
+                        meta[key] = current["metadata"][key]
+                meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+                new["metadata"] = meta
+                if kind in STATUS_SUBRESOURCE:
+                    new["status"] = current.get("status", {})
+                if "generation" in meta and new.get("spec") != current.get("spec"):
+                    meta["generation"] = current["metadata"]["generation"] + 1
+            new["kind"], new["apiVersion"] = kind, KINDS[kind][0]
+            if new == current:
+                return current
+            self._set_managed(new, field_manager or "unknown", "Update", subresource)
+            if dry_run:
+                return new
+            self._put(kind, new)
+            self.reconcile()
+            return self.get(kind, namespace, name)
+
+    def patch_object(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch_type: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+    ) -> JSON:
+        """PATCH a generic object (or its status) with a json / merge / strategic-merge patch."""
+        return self.update_object(
+            kind,
+            namespace,
+            name,
+            lambda obj: apply_patch(obj, patch_type, patch),
+            dry_run=dry_run,
+            field_manager=field_manager,
+            subresource=subresource,
+        )
+
+    def delete_object(self, kind: str, namespace: str, name: str, *, dry_run: bool = False) -> JSON:
+        """Delete a generic object (no cascade: its controller, if any, cleans up what it owns)."""
+        with self.lock:
+            self._generic(kind)
+            current = self.get(kind, namespace, name)
+            if dry_run:
+                return current
+            self._remove(kind, namespace, name)
+            self.reconcile()
+            return current
+
+    def object_scale(self, kind: str, namespace: str, name: str) -> JSON:
+        """The autoscaling/v1 Scale of a generic object with ``spec.replicas`` (StatefulSet, LWS, Rollout)."""
+        with self.lock:
+            if kind not in SCALE_SUBRESOURCE:
+                raise not_found(kind, name)
+            obj = self.get(kind, namespace, name)
+            scale = self._scale({**obj, "spec": {"replicas": 1, **obj.get("spec", {})}})
+            status = obj.get("status") or {}
+            if status.get("selector"):
+                scale["status"]["selector"] = status["selector"]
+            return scale
+
+    def update_object_scale(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        mutate: Callable[[JSON], JSON],
+        *,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+    ) -> JSON:
+        """Apply ``mutate`` to the Scale of a generic object and set its ``spec.replicas`` from it."""
+        with self.lock:
+            scale = self.object_scale(kind, namespace, name)
+            try:
+                new = mutate(copy.deepcopy(scale))
+            except JSONPatchError as exc:
+                raise ApiError(422, "Invalid", str(exc)) from exc
+            replicas = (new.get("spec") or {}).get("replicas", 0)
+            if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+                raise invalid(
+                    "Scale", name, [("spec.replicas", f"Invalid value: {replicas!r}")], group="autoscaling"
+                )
+
+            def set_replicas(obj: JSON) -> JSON:
+                obj.setdefault("spec", {})["replicas"] = replicas
+                return obj
+
+            self.update_object(
+                kind,
+                namespace,
+                name,
+                set_replicas,
+                dry_run=dry_run,
+                field_manager=field_manager,
+                subresource="scale",
+            )
+            return (
+                self.object_scale(kind, namespace, name)
+                if not dry_run
+                else {**scale, "spec": {"replicas": replicas}}
+            )
+
     # -- pods -------------------------------------------------------------------------------------
 
     def delete_pod(self, namespace: str, name: str, *, dry_run: bool = False) -> JSON:
@@ -1152,6 +1360,10 @@ class Cluster:
                 for key in sorted(self._objects["Deployment"]):
                     if key in self._objects["Deployment"]:
                         self._sync_deployment(key)
+                for kind, sync in list(self._controllers.items()):
+                    for key in sorted(self._objects[kind]):
+                        if key in self._objects[kind]:
+                            sync(key)
                 if self._rv == before:
                     return
 

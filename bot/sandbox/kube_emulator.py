@@ -39,7 +39,10 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from bot.sandbox.cluster import (
+    BUILTIN_KINDS,
     KINDS,
+    SCALE_SUBRESOURCE,
+    STATUS_SUBRESOURCE,
     ApiError,
     Cluster,
     apply_patch,
@@ -134,9 +137,67 @@ _APPS_RESOURCES: list[JSON] = [
         "categories": ["all"],
     },
 ]
-_PLURAL_KIND = {plural: kind for kind, (_, plural, _) in KINDS.items()}
+#: Discovery entries of the generic kinds: (singular, short names, categories).
+_GENERIC_RESOURCES: dict[str, tuple[str, list[str], list[str]]] = {
+    "Secret": ("secret", [], []),
+    "StatefulSet": ("statefulset", ["sts"], ["all"]),
+    "ControllerRevision": ("controllerrevision", [], []),
+    "Rollout": ("rollout", ["ro"], ["all"]),
+    "AnalysisRun": ("analysisrun", ["ar"], ["all"]),
+    "LeaderWorkerSet": ("leaderworkerset", ["lws"], ["all"]),
+    "InferencePool": ("inferencepool", ["infpool"], []),
+}
+
+
+def _generic_resources(group_version: str) -> list[JSON]:
+    """APIResource entries (with status/scale subresources) of the generic kinds in ``group_version``."""
+    resources: list[JSON] = []
+    for kind, (singular, short, categories) in _GENERIC_RESOURCES.items():
+        api_version, plural, namespaced = KINDS[kind]
+        if api_version != group_version:
+            continue
+        entry: JSON = {
+            "name": plural,
+            "singularName": singular,
+            "namespaced": namespaced,
+            "kind": kind,
+            "verbs": _LIST_VERBS,
+        }
+        if short:
+            entry["shortNames"] = short
+        if categories:
+            entry["categories"] = categories
+        resources.append(entry)
+        if kind in STATUS_SUBRESOURCE:
+            resources.append(
+                {
+                    "name": f"{plural}/status",
+                    "singularName": "",
+                    "namespaced": namespaced,
+                    "kind": kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+        if kind in SCALE_SUBRESOURCE:
+            resources.append(
+                {
+                    "name": f"{plural}/scale",
+                    "singularName": "",
+                    "namespaced": namespaced,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+    return resources
+
+
+#: (groupVersion, plural) -> kind
+_GV_PLURAL_KIND = {(api_version, plural): kind for kind, (api_version, plural, _) in KINDS.items()}
+_GROUP_VERSIONS = sorted({v for v, _, _ in KINDS.values() if "/" in v})
 _ROUTE = re.compile(
-    r"^/(?:api/v1|apis/apps/v1)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[a-z]+)"
+    r"^/(?:api/(?P<core>v1)|apis/(?P<gv>[a-z0-9.-]+/v[a-z0-9]+))(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[a-z]+)"
     r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>scale|status|log))?/?$"
 )
 _PUBLIC_PATHS = {"/version", "/healthz", "/livez", "/readyz"}
@@ -457,31 +518,32 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         if path == "/apis":
-            gv = {"groupVersion": "apps/v1", "version": "v1"}
-            self._send(
-                200,
-                {
-                    "kind": "APIGroupList",
-                    "apiVersion": "v1",
-                    "groups": [{"name": "apps", "versions": [gv], "preferredVersion": gv}],
-                },
-            )
+            groups = []
+            for group_version in _GROUP_VERSIONS:
+                gv = {"groupVersion": group_version, "version": group_version.split("/")[1]}
+                groups.append({"name": group_version.split("/")[0], "versions": [gv], "preferredVersion": gv})
+            self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
             return
-        if path in ("/api/v1", "/apis/apps/v1"):
-            core = path == "/api/v1"
+        if path == "/api/v1" or path.removeprefix("/apis/") in _GROUP_VERSIONS:
+            group_version = "v1" if path == "/api/v1" else path.removeprefix("/apis/")
+            builtin = {"v1": _CORE_RESOURCES, "apps/v1": _APPS_RESOURCES}.get(group_version, [])
             self._send(
                 200,
                 {
                     "kind": "APIResourceList",
                     "apiVersion": "v1",
-                    "groupVersion": "v1" if core else "apps/v1",
-                    "resources": _CORE_RESOURCES if core else _APPS_RESOURCES,
+                    "groupVersion": group_version,
+                    "resources": builtin + _generic_resources(group_version),
                 },
             )
             return
         match = _ROUTE.match(path)
-        kind = _PLURAL_KIND.get(match.group("plural")) if match else None
-        if match is None or kind is None or (path.startswith("/apis/apps/") != (KINDS[kind][0] == "apps/v1")):
+        kind = (
+            _GV_PLURAL_KIND.get((match.group("core") or match.group("gv"), match.group("plural")))
+            if match
+            else None
+        )
+        if match is None or kind is None:
             self._error(ApiError(404, "NotFound", "the server could not find the requested resource", {}))
             return
         ns, name, sub = match.group("ns"), match.group("name"), match.group("sub")
@@ -508,6 +570,9 @@ class _Handler(BaseHTTPRequestHandler):
             limit = query.get("limitBytes")
             data = text.encode()[: int(limit)] if limit else text.encode()
             self._send(200, data, "text/plain")
+            return
+        if kind not in BUILTIN_KINDS:
+            self._generic_item(method, kind, namespace, name, sub, content_type, body, dry_run, manager)
             return
         if sub == "scale" and kind == "Deployment":
             self._scale(method, namespace, name, content_type, body, dry_run, manager)
@@ -547,6 +612,17 @@ class _Handler(BaseHTTPRequestHandler):
         dry_run: bool,
         manager: str | None,
     ) -> None:
+        if method == "POST" and kind not in BUILTIN_KINDS and (ns is not None or not KINDS[kind][2]):
+            if not isinstance(body, dict):
+                raise bad_request(f"the body of the request is not a {kind}")
+            if (body.get("metadata") or {}).get("namespace") not in (None, ns):
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            self._send(
+                201, self.cluster.create_object(kind, body, ns, dry_run=dry_run, field_manager=manager)
+            )
+            return
         if method == "POST":
             if kind != "Deployment" or ns is None:
                 raise ApiError(
@@ -635,6 +711,77 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif method == "DELETE":
             self._send(200, cluster.delete_deployment(ns, name, dry_run=dry_run))
+        else:
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
+
+    def _generic_item(
+        self,
+        method: str,
+        kind: str,
+        ns: str,
+        name: str,
+        sub: str | None,
+        content_type: str,
+        body: Any,
+        dry_run: bool,
+        manager: str | None,
+    ) -> None:
+        """One object of a generic kind, or its status/scale subresource."""
+        cluster = self.cluster
+        if sub == "log" or (sub == "status" and kind not in STATUS_SUBRESOURCE):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        if sub == "scale":
+            if kind not in SCALE_SUBRESOURCE:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+            if method == "GET":
+                self._send(200, cluster.object_scale(kind, ns, name))
+                return
+            if method not in ("PATCH", "PUT") or body is None:
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
+            mutate = (
+                (lambda s: apply_patch(s, content_type, body)) if method == "PATCH" else (lambda _s: body)
+            )
+            self._send(
+                200,
+                cluster.update_object_scale(kind, ns, name, mutate, dry_run=dry_run, field_manager=manager),
+            )
+            return
+        if method in ("GET", "HEAD"):
+            obj = cluster.get(kind, ns, name)
+            if self._wants_table() and sub is None:
+                obj = _table(kind, [obj], cluster.now(), "Metadata", obj["metadata"]["resourceVersion"])
+            self._send(200, obj)
+        elif method == "PATCH":
+            if body is None:
+                raise bad_request("the body of the request was empty")
+            self._send(
+                200,
+                cluster.patch_object(
+                    kind,
+                    ns,
+                    name,
+                    content_type,
+                    body,
+                    subresource=sub,
+                    dry_run=dry_run,
+                    field_manager=manager,
+                ),
+            )
+        elif method == "PUT":
+            if not isinstance(body, dict):
+                raise bad_request(f"the body of the request is not a {kind}")
+            self._send(
+                200,
+                cluster.update_object(
+                    kind, ns, name, lambda _o: body, subresource=sub, dry_run=dry_run, field_manager=manager
+                ),
+            )
+        elif method == "DELETE" and sub is None:
+            self._send(200, cluster.delete_object(kind, ns, name, dry_run=dry_run))
         else:
             raise ApiError(
                 405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
