@@ -63,7 +63,7 @@ def test_target_resolution_from_by_clause_or_catalog() -> None:
     kept = AlertRule("g", "A", "sum by (namespace, deployment) (x) > 0", {}, {})
     lost = AlertRule("g", "B", "sum by (namespace) (x) > 0", {}, {})
     assert target_resolution(kept) == "from labels namespace/deployment"
-    assert target_resolution(lost).startswith("namespace from labels; the workload needs a service catalog entry")
+    assert target_resolution(lost).startswith("namespace from labels; the workload needs a service catalog")
     pod = AlertRule("g", "C", "sum by (namespace, pod) (x) > 0", {}, {})
     assert target_resolution(pod).startswith("by discovery from labels namespace/pod")
     gone = AlertRule("g", "D", "sum(x) > 0", {"team": "sre"}, {})
