@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from bot import __version__, wiring
 from bot.cli_classify import add_classify_parser, run_classify
+from bot.cli_coverage import add_coverage_parser
 from bot.cli_ops import add_ops_parsers, add_postmortem_parser
 from bot.cli_rollback import add_rollback_parser
 from bot.cli_runbook import add_runbook_parser
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_classify_parser(sub)
     p.set_defaults(handler=lambda args, _settings: run_classify(args))
 
+    add_coverage_parser(sub)
     add_sandbox_parser(sub)
     add_ops_parsers(sub)
     add_runbook_parser(sub)

@@ -25,12 +25,24 @@ four parts::
           labels: {alertname: {in: [A, B]}, namespace: {regex: "prod-.*"}, severity: critical}
           annotations: {summary: {regex: ".*OOM.*"}}
           signals: {error_rate_pct: {gt: 10}}
+      - name: cache-hit-low
+        level: P3
+        reason: tuning, not an outage     # optional; appended to the explanation
+        notify_only: true             # known alert; tell people, start no runbook
+        when:
+          labels: {alertname: LLMDLowPrefixCacheHitRate}
 
 Matching: the most severe matching rule wins (ties: the first in the file); nothing matching gives
 ``default_level``. Label and annotation matchers are ``equals``, ``not_equals``, ``regex``,
 ``not_regex`` (anchored, as in Alertmanager), ``in``, ``not_in``; a bare string means ``equals``
 and a bare list means ``in``; a missing label reads as "". Signal thresholds are ``gt``, ``gte``,
 ``lt``, ``lte`` (several in one condition all apply); a signal whose value is unknown never matches.
+
+Notify only: a rule with ``notify_only: true`` marks the alerts it matches as known but not to be
+acted on: the classification says so (``Classification.notify_only``, and in its explanation) and no
+runbook is started automatically for such an alert (:func:`notify_only_rule`). Whether an alert is
+notify-only never depends on live values, so a notify-only rule may match on labels and annotations
+only. It still proposes its level like any rule (the most severe match wins the level).
 
 Queries: ``$label`` (or ``${label}``) is replaced by the alert's label value as an escaped PromQL
 string literal, quotes included, so write ``namespace=$namespace``, never ``"$namespace"``. Only
@@ -330,6 +342,10 @@ class Rule(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     level: Severity
     description: str = ""
+    reason: str = ""
+    """Why this level, in a few words (e.g. "the guide: Service Down is P0"); shown in the explanation."""
+    notify_only: bool = False
+    """The bot knows this alert but acts on it by telling people only: no runbook is auto-started."""
     when: Conditions
 
 
@@ -394,6 +410,13 @@ def cross_check(policy: SeverityPolicy) -> list[tuple[tuple[int | str, ...], str
         if rule.name in seen:
             problems.append((("rules", index, "name"), f"duplicate rule name {rule.name!r}"))
         seen.add(rule.name)
+        if rule.notify_only and rule.when.signals:
+            problems.append(
+                (
+                    ("rules", index, "notify_only"),
+                    "a notify_only rule matches on labels and annotations only (not signals)",
+                )
+            )
         for signal in rule.when.signals:
             if signal not in policy.signals:
                 defined = ", ".join(sorted(policy.signals)) or "none"
@@ -529,6 +552,8 @@ class Classification:
     signals_used: Mapping[str, float]
     labels_only: bool
     matched_rules: tuple[str, ...] = ()
+    notify_only: str | None = None
+    """The notify-only rule that matched (None: the bot may act, e.g. start runbooks)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -539,6 +564,7 @@ class Classification:
             "signals_used": dict(self.signals_used),
             "labels_only": self.labels_only,
             "matched_rules": list(self.matched_rules),
+            "notify_only": self.notify_only,
         }
 
 
@@ -576,11 +602,14 @@ def classify(
     values: Mapping[str, float | None] = signals if signals is not None else {}
     best: tuple[Rule, list[str], dict[str, float]] | None = None
     matched: list[str] = []
+    quiet: Rule | None = None
     for rule in policy.rules:
         result = _match_rule(rule, view, values)
         if result is None:
             continue
         matched.append(rule.name)
+        if rule.notify_only and quiet is None:
+            quiet = rule
         if best is None or rule.level.outranks(best[0].level):
             best = (rule, *result)
     if best is None:
@@ -590,6 +619,10 @@ def classify(
         rule, reasons, used = best
         severity, rule_name = rule.level, rule.name
         text = f"{severity.value} by rule '{rule.name}': " + "; ".join(reasons)
+        if rule.reason:
+            text += f" ({rule.reason})"
+    if quiet is not None:
+        text += f"; notify only (rule '{quiet.name}'): no runbook is started automatically"
     if signals is None:
         text += " (classified on labels alone: no Prometheus signals)"
     else:
@@ -603,7 +636,20 @@ def classify(
         signals_used=used,
         labels_only=signals is None,
         matched_rules=tuple(matched),
+        notify_only=None if quiet is None else quiet.name,
     )
+
+
+def notify_only_rule(alert: AlertView | Mapping[str, str], policy: SeverityPolicy) -> str | None:
+    """The first notify-only rule matching *alert* (labels and annotations), or None.
+
+    Runbook auto-start asks this per alert: a notify-only alert starts no runbook.
+    """
+    view = alert if isinstance(alert, AlertView) else AlertView(labels=alert)
+    for rule in policy.rules:
+        if rule.notify_only and _match_rule(rule, view, {}) is not None:
+            return rule.name
+    return None
 
 
 def most_severe_classification(items: Iterable[Classification]) -> Classification:

@@ -63,7 +63,19 @@ def test_target_resolution_from_by_clause_or_catalog() -> None:
     kept = AlertRule("g", "A", "sum by (namespace, deployment) (x) > 0", {}, {})
     lost = AlertRule("g", "B", "sum by (namespace) (x) > 0", {}, {})
     assert target_resolution(kept) == "from labels namespace/deployment"
-    assert target_resolution(lost) == "needs the service catalog (not yet built)"
+    assert target_resolution(lost).startswith("namespace from labels; the workload needs a service catalog")
+    pod = AlertRule("g", "C", "sum by (namespace, pod) (x) > 0", {}, {})
+    assert target_resolution(pod).startswith("by discovery from labels namespace/pod")
+    gone = AlertRule("g", "D", "sum(x) > 0", {"team": "sre"}, {})
+    assert target_resolution(gone) == (
+        "needs a service catalog entry (matching on team): the rule keeps no namespace or pod label"
+    )
+    suffix = AlertRule("g", "E", "count(up == 0) BY (job, namespace, deployment) > 1", {}, {})
+    assert target_resolution(suffix) == "from labels namespace/deployment"
+    # the lead can feed the real catalog: a lookup on the static labels wins
+    assert target_resolution(gone, lambda labels: f"llm-d/ms-decode ({labels['team']})") == (
+        "from the service catalog: llm-d/ms-decode (sre)"
+    )
 
 
 def test_shipped_rules_all_get_a_severity_under_the_shipped_policy() -> None:
@@ -84,8 +96,10 @@ def test_shipped_rules_all_get_a_severity_under_the_shipped_policy() -> None:
             # The one old name shipped today is the deliberate fallback `kv_cache_usage_perc or
             # gpu_cache_usage_perc` (vLLM < 0.9.2), and it is flagged with its replacement.
             expected = (
-                (Rename("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"),)
+                (Rename("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc", fallback=True),)
                 if "vllm:gpu_cache_usage_perc" in rule.expr
                 else ()
             )
             assert result.renames == expected
+            assert result.outdated == ()  # a fallback beside its replacement still fires: not outdated
+            assert result.status in {"covered", "notify only"}, (rule.alert, result.why)

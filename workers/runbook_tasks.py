@@ -26,6 +26,7 @@ from bot.errors import ConfigError, TransientError
 from bot.plan.select import MissingParameter, incident_label_sets, select
 from bot.runbook.engine import Advance, Engine, RunStatus
 from bot.settings import get_settings
+from bot.severity import notify_only_rule
 from bot.tasknames import QUEUE_RUNBOOKS, change_notifications
 from bot.wiring import build_engine
 from workers.celery_app import app, fanout_settings
@@ -156,7 +157,9 @@ def start_matching_runbooks(incident_id: str) -> list[str]:
         log.error("runbooks not started for %s: %s", incident_id, exc)
         return []
     incident = eng.store.get(incident_id)
-    chosen = select(eng.runbooks.values(), incident_label_sets(incident), incident.severity)
+    # notify-only alerts (severity policy `notify_only: true`) are announced, never acted on
+    actionable = [s for s in incident_label_sets(incident) if notify_only_rule(s, eng.store.policy) is None]
+    chosen = select(eng.runbooks.values(), actionable, incident.severity)
     for selection in chosen:
         app.send_task(
             tasknames.RUNBOOK_RUN,

@@ -45,14 +45,14 @@ def alerts(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_plain_rule_files_pass_promtool_check() -> None:
-    assert len(RULE_FILES) == 2
+    assert len(RULE_FILES) == 3
     run([tool("promtool"), "check", "rules", *map(str, RULE_FILES)])
 
 
 def test_prometheus_rules_carry_the_same_groups_and_pass_promtool(tmp_path: Path) -> None:
     objects = kustomize(MONITORING)
     rules = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PrometheusRule"}
-    assert set(rules) == {"llmd-serving", "incident-bot"}
+    assert set(rules) == {"llmd-serving", "incident-bot", "gpu-dcgm"}
     for path in RULE_FILES:
         name = path.name.removesuffix(".rules.yaml")
         obj = rules[name]
@@ -130,7 +130,7 @@ def test_rule_unit_tests_pass() -> None:
     # Burn-rate page and ticket alerts fire on burning series and not on healthy or recovered ones;
     # VLLMHighQueueDepth fires after its `for`; the bot's backlog and Redis alerts (see the files).
     tests = sorted((MONITORING / "tests").glob("*_test.yaml"))
-    assert {t.name for t in tests} >= {"serving_test.yaml", "incident_bot_test.yaml"}
+    assert {t.name for t in tests} >= {"serving_test.yaml", "incident_bot_test.yaml", "gpu_dcgm_test.yaml"}
     out = run([tool("promtool"), "test", "rules", *map(str, tests)])
     assert "FAILED" not in out.stdout + out.stderr
 

@@ -122,7 +122,7 @@ def test_cli_lint_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert f"{bad}:8: steps[0] (pods).type: unknown step type 'k8s.nope'" in out
     assert main(["runbook", "lint"]) == 0  # the shipped runbooks
-    assert "8 runbook file(s) OK" in capsys.readouterr().out  # manual-rollback became the rollback flow
+    assert "14 runbook file(s) OK" in capsys.readouterr().out  # 8 + issue 15's six
 
 
 def test_expressions_are_data_only() -> None:
