@@ -57,17 +57,27 @@ STEP_PERMISSIONS: Mapping[str, tuple[Permission, ...]] = {
     "k8s.delete_pods": (_p(CORE, "pods", "list", "delete"), _p(APPS, "deployments", "get")),
 }
 
+#: Target discovery (bot/runbook/targets.py), read only, in the namespaces the bot manages: a pod and its
+#: owner ReplicaSet (pod_owner), pods by llm-d's labels or a pool's selector (pod_owners), an InferencePool.
+DISCOVERY_PERMISSIONS: tuple[Permission, ...] = (
+    _p(CORE, "pods", "get", "list"),
+    _p(APPS, "replicasets", "get"),
+    _p("inference.networking.k8s.io", "inferencepools", "get"),
+)
+
 # Verbs that change cluster state; never granted cluster-wide, never on secrets.
 MUTATING_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection", "escalate", "bind"})
 
 
 def required_rules(step_types: Iterable[str] | None = None) -> dict[tuple[str, str], frozenset[str]]:
-    """(apiGroup, resource) -> verbs needed by the given step types (default: all known k8s steps)."""
+    """(apiGroup, resource) -> verbs needed by the given step types (default: all k8s steps and discovery)."""
     names = STEP_PERMISSIONS.keys() if step_types is None else step_types
+    perms = [perm for name in names for perm in STEP_PERMISSIONS[name]]
+    if step_types is None:
+        perms.extend(DISCOVERY_PERMISSIONS)
     merged: dict[tuple[str, str], set[str]] = {}
-    for name in names:
-        for perm in STEP_PERMISSIONS[name]:
-            merged.setdefault((perm.api_group, perm.resource), set()).update(perm.verbs)
+    for perm in perms:
+        merged.setdefault((perm.api_group, perm.resource), set()).update(perm.verbs)
     return {key: frozenset(verbs) for key, verbs in sorted(merged.items())}
 
 

@@ -264,6 +264,19 @@ class Settings(BaseSettings):
         100_000, ge=100, description="Approximate length cap of the notification events stream."
     )
 
+    # --- Service catalog and target discovery (issue 15) --------------------------------------------
+    catalog: Path | None = Field(
+        REPO_ROOT / "bot" / "policy" / "catalog.yaml",
+        description="Service catalog YAML (label matchers -> namespace, workloads, pool, model, owners); "
+        "the shipped default has no entries. Empty: no catalog.",
+    )
+    target_discovery: bool = Field(
+        True, description="Discover a runbook's missing target from the cluster (pod owners, llm-d labels)."
+    )
+    target_discovery_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="Time budget of one target discovery (all its API calls together)."
+    )
+
     @field_validator(
         "vllm_endpoints", "kube_allowed_namespaces", "rollback_two_person_namespaces", mode="before"
     )

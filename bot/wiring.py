@@ -22,6 +22,7 @@ from slack_bolt.async_app import AsyncApp
 
 import bot.steps  # noqa: F401  (registers the shipped step types: every process built here runs them)
 from bot import tasknames
+from bot.catalog import load_catalog
 from bot.errors import BrokerUnavailable, TransientError
 from bot.incidents.commands import IncidentCommands, StoreIncidentCommands
 from bot.intake import Classifier, policy_classifier
@@ -36,6 +37,7 @@ from bot.rollback.flow import RollbackFlow, lock_ttl_seconds
 from bot.rollback.state import RollbackRequests
 from bot.runbook.engine import Engine
 from bot.runbook.services import Services
+from bot.runbook.targets import TargetResolver
 from bot.settings import Settings
 from bot.severity import load_policy
 from bot.slack.app import build_bolt_app
@@ -243,6 +245,17 @@ def build_engine(
         settings,
         load_runbooks(settings.runbooks_dir),
         controls or automation_controls(client, settings),
+        targets=target_resolver(settings, services),
+    )
+
+
+def target_resolver(settings: Settings, services: Services) -> TargetResolver:
+    """The service catalog (CATALOG) and, unless TARGET_DISCOVERY is off, discovery through the kube."""
+    return TargetResolver(
+        load_catalog(settings.catalog),
+        (lambda: services.kube) if settings.target_discovery else None,
+        allowed_namespaces=settings.kube_allowed_namespaces,
+        timeout=settings.target_discovery_timeout_seconds,
     )
 
 

@@ -113,6 +113,9 @@ def _start(
         )
         announce(incident_id, f"runbook:{runbook}:not_started")
         return ""
+    if record.status is RunStatus.NEEDS_TARGET:  # parked: a person's run command with overrides resumes it
+        announce(incident_id, f"runbook:{record.id}:needs_target")
+        return record.id
     if not eng.kicked(record.id, 0):
         _send_step(record.id, 0)
         eng.mark_kicked(record.id, 0)

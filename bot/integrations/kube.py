@@ -46,6 +46,7 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
 # Annotations kubectl keeps from the Deployment (not the ReplicaSet) when rolling back.
 _ROLLBACK_KEEP = frozenset(
     {
@@ -902,6 +903,62 @@ class KubeClient:
             return bytes(response.data).decode("utf-8", "replace")
 
         return self._call(f"read logs of {namespace}/{pod}", read)
+
+    # -- target discovery (read only) ------------------------------------------------------------
+
+    def pod_owner(self, namespace: str, pod: str) -> tuple[str, str]:
+        """(kind, name) of the workload controlling a pod: its ReplicaSet's owner, or its own controller."""
+        self._check_namespace(namespace)
+        obj: JSON = self._raw(
+            f"get pod {namespace}/{pod}",
+            lambda api: k8s.CoreV1Api(api).read_namespaced_pod(pod, namespace, **self._opts()),
+        )
+        return self._controller_of(namespace, obj)
+
+    def _controller_of(self, namespace: str, obj: Mapping[str, Any]) -> tuple[str, str]:
+        meta = obj.get("metadata") or {}
+        lws = (meta.get("labels") or {}).get(LWS_NAME_LABEL)
+        if lws:
+            return "LeaderWorkerSet", str(lws)
+        ref = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+        if ref is None:
+            return "Pod", str(meta.get("name", ""))
+        if ref.get("kind") != "ReplicaSet":
+            return str(ref.get("kind")), str(ref.get("name"))
+        rs: JSON = self._raw(
+            f"get replicaset {namespace}/{ref['name']}",
+            lambda api: k8s.AppsV1Api(api).read_namespaced_replica_set(
+                ref["name"], namespace, **self._opts()
+            ),
+        )
+        owner = next((r for r in rs["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+        return (str(owner["kind"]), str(owner["name"])) if owner else ("ReplicaSet", str(ref["name"]))
+
+    def pod_owners(self, namespace: str, label_selector: str) -> dict[tuple[str, str], list[str]]:
+        """The workloads controlling the pods that match a label selector: (kind, name) -> pod names."""
+        self._check_namespace(namespace)
+        listing: JSON = self._raw(
+            f"list pods in {namespace}",
+            lambda api: k8s.CoreV1Api(api).list_namespaced_pod(
+                namespace, label_selector=label_selector, **self._opts()
+            ),
+        )
+        owners: dict[tuple[str, str], list[str]] = {}
+        for pod in listing.get("items") or []:
+            owner = self._controller_of(namespace, pod)
+            owners.setdefault(owner, []).append(str(pod["metadata"]["name"]))
+        return owners
+
+    def inference_pool(self, namespace: str, name: str) -> JSON:
+        """An InferencePool (inference.networking.k8s.io/v1) as plain JSON."""
+        self._check_namespace(namespace)
+        result: JSON = self._raw(
+            f"get inferencepool {namespace}/{name}",
+            lambda api: k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+                "inference.networking.k8s.io", "v1", namespace, "inferencepools", name, **self._opts()
+            ),
+        )
+        return result
 
 
 def _close(api: Any) -> None:

@@ -34,11 +34,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from bot.catalog import TARGET_KEYS
 from bot.errors import IncidentBotError, PermanentError, TransientError
 from bot.models import Incident, IncidentStatus
 from bot.plan.expr import ExprError, compile_expr, render_value
 from bot.plan.schema import Runbook, StepSpec
-from bot.plan.select import incident_label_sets, resolve_parameters
+from bot.plan.select import MissingParameter, incident_label_sets, resolve_parameters
 from bot.plan.steptypes import (
     ROOT_NAMES,
     Recovery,
@@ -52,6 +53,7 @@ from bot.plan.steptypes import (
 )
 from bot.runbook.guards import breaker_check
 from bot.runbook.services import Services
+from bot.runbook.targets import Resolution, TargetResolver
 from bot.settings import Settings
 from bot.severity import promql_string
 from bot.storage.controls import Controls
@@ -73,6 +75,8 @@ class RunStatus(StrEnum):
     ESCALATED = "escalated"
     BLOCKED = "blocked"
     NEEDS_HUMAN = "needs_human"
+    NEEDS_TARGET = "needs_target"
+    """Parked before its first step: the target is unknown; a person's run command with overrides goes on."""
     STOPPED = "stopped"
 
     @property
@@ -103,6 +107,8 @@ class RunRecord(BaseModel):
     cursor: int = 0
     outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     reason: str = ""
+    target: dict[str, Any] = Field(default_factory=dict)
+    """How the target was found (bot.runbook.targets.Resolution.as_dict), or what was missing."""
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
@@ -176,6 +182,33 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _lacks_target(runbook: Runbook, labels: Mapping[str, str]) -> bool:
+    """Whether a required label-backed parameter without default has no label value (a target is missing)."""
+    return any(
+        spec.label and spec.required and spec.default is None and not labels.get(spec.label)
+        for spec in runbook.parameters.values()
+    )
+
+
+def _target_overrides(overrides: Mapping[str, Any] | None) -> dict[str, str]:
+    """Overrides of target keys, as labels (so guards such as maintenance windows see a person's target)."""
+    return {k: str(v) for k, v in (overrides or {}).items() if k in TARGET_KEYS and v}
+
+
+def _supplied(overrides: Mapping[str, Any] | None, trigger: str) -> dict[str, Any]:
+    given = _target_overrides(overrides)
+    if not given:
+        return {}
+    target = (
+        f"{given['namespace']}/{given['deployment']}" if {"namespace", "deployment"} <= set(given) else None
+    )
+    return {
+        "source": f"supplied by a person ({trigger})",
+        "supplied": given,
+        **({"target": target} if target else {}),
+    }
+
+
 class Engine:
     """Creates runs and advances them; shared state lives in Redis so any worker can continue a run."""
 
@@ -191,6 +224,7 @@ class Engine:
         *,
         clock: Callable[[], datetime] = _now,
         sleep: Callable[[float], None] = time.sleep,
+        targets: TargetResolver | None = None,
     ) -> None:
         self.runs = runs
         self.guards = guards
@@ -202,6 +236,7 @@ class Engine:
         self.clock = clock
         self.sleep = sleep
         self.registry = step_types()
+        self.targets = targets
 
     # --- keys ----------------------------------------------------------------------------------
     def key(self, *parts: str) -> str:
@@ -239,26 +274,108 @@ class Engine:
         if labels is None:
             sets = incident_label_sets(incident) or [dict(incident.common_labels)]
             labels = next((s for s in sets if runbook.match.matches(s, incident.severity)), sets[0])
-        params = resolve_parameters(runbook, labels, overrides)
-        number = self.runs.next_number(incident_id)
+        resolution = self.targets.resolve(labels) if self.targets else Resolution(dict(labels))
+        labels = {**resolution.labels, **_target_overrides(overrides)}
+        try:
+            params = resolve_parameters(runbook, labels, overrides)
+        except MissingParameter as exc:
+            if self.targets is None or not _lacks_target(runbook, labels):
+                raise
+            return self._park(incident_id, runbook, dry_run, trigger, request_id, labels, resolution, exc)
+        parked = self._parked(incident_id, runbook.name) if overrides else None
         now = self.clock()
+        fields = {"dry_run": dry_run, "trigger": trigger, "params": params, "labels": dict(labels)}
+        fields["target"] = {**resolution.as_dict(), **_supplied(overrides, trigger)}
+        if parked is not None:
+            run = parked.model_copy(update={**fields, "status": RunStatus.RUNNING, "updated_at": now})
+        else:
+            number = self.runs.next_number(incident_id)
+            run = RunRecord(
+                id=f"{incident_id}-R{number}",
+                incident_id=incident_id,
+                runbook=runbook.name,
+                created_at=now,
+                updated_at=now,
+                **fields,
+            )
+        if request_id and not self.runs.claim_request(request_id, run.id):
+            return self.get_run(str(self.runs.run_for_request(request_id))), False
+        with self.runs.transaction() as tx:
+            if parked is not None:
+                self.runs.save_run(run.id, run.model_dump_json(), tx)
+            else:
+                self.runs.add_run(incident_id, run.id, run.model_dump_json(), tx)
+            self._timeline_target(tx, run)
+            self._timeline_started(tx, run, runbook)
+        return run, True
+
+    def _parked(self, incident_id: str, runbook: str) -> RunRecord | None:
+        """The incident's run of *runbook* waiting for a target, if any (the newest)."""
+        waiting = [r for r in self.runs_of(incident_id) if r.runbook == runbook]
+        waiting = [r for r in waiting if r.status is RunStatus.NEEDS_TARGET]
+        return waiting[-1] if waiting else None
+
+    def _park(
+        self,
+        incident_id: str,
+        runbook: Runbook,
+        dry_run: bool,
+        trigger: str,
+        request_id: str | None,
+        labels: Mapping[str, str],
+        resolution: Resolution,
+        missing: MissingParameter,
+    ) -> tuple[RunRecord, bool]:
+        """Park a run until a person names its target, saying what is missing and how to supply it."""
+        existing = self._parked(incident_id, runbook.name)
+        if existing is not None:
+            return existing, False
+        now, number = self.clock(), self.runs.next_number(incident_id)
+        absent = [n for n, spec in runbook.parameters.items() if spec.label and not labels.get(spec.label)]
+        absent = [
+            n for n in absent if runbook.parameters[n].required and runbook.parameters[n].default is None
+        ]
+        command = f"/incident runbook {incident_id} {runbook.name} " + " ".join(f"{n}=…" for n in absent)
+        why = "; ".join([str(missing), *resolution.tried])
         run = RunRecord(
             id=f"{incident_id}-R{number}",
             incident_id=incident_id,
             runbook=runbook.name,
             dry_run=dry_run,
             trigger=trigger,
-            params=params,
+            params={},
             labels=dict(labels),
+            status=RunStatus.NEEDS_TARGET,
+            reason=f"target unknown: {why}",
             created_at=now,
             updated_at=now,
+            target={**resolution.as_dict(), "missing": absent, "command": command},
         )
         if request_id and not self.runs.claim_request(request_id, run.id):
             return self.get_run(str(self.runs.run_for_request(request_id))), False
         with self.runs.transaction() as tx:
             self.runs.add_run(incident_id, run.id, run.model_dump_json(), tx)
-            self._timeline_started(tx, run, runbook)
+            self.store.append_timeline(
+                incident_id,
+                "runbook_needs_target",
+                f"Runbook {runbook.name} waits for a person: the target is unknown ({why}). "
+                f"Supply it with `{command}`.",
+                {"run_id": run.id, "runbook": runbook.name, **run.target},
+                pipe=tx,
+            )
         return run, True
+
+    def _timeline_target(self, tx: Transaction, run: RunRecord) -> None:
+        source, target = run.target.get("source"), run.target.get("target")
+        if not run.target.get("added") and source in (None, "", "alert labels"):
+            return
+        self.store.append_timeline(
+            run.incident_id,
+            "runbook_target",
+            f"Runbook {run.runbook}: target {target or 'partly known'} via {source}",
+            {"run_id": run.id, "runbook": run.runbook, **run.target},
+            pipe=tx,
+        )
 
     def _timeline_started(self, tx: Transaction, run: RunRecord, runbook: Runbook) -> None:
         mode = " (dry run)" if run.dry_run else ""
@@ -544,7 +661,9 @@ class Engine:
             reason = f"maintenance window: {maintenance}"
             self._record_only(call, StepResult.failed(reason, guard="maintenance"))
             return self._finish(run, RunStatus.BLOCKED, reason)
-        firing, why = self._still_firing(call.incident, run.labels)
+        added = run.target.get("added") or {}
+        alert_labels = {k: v for k, v in run.labels.items() if k not in added}
+        firing, why = self._still_firing(call.incident, alert_labels)
         if not firing:
             self._record_only(call, StepResult.skipped(f"not acting: {why}", guard="resolved"))
             return self._finish(run, RunStatus.STOPPED, why)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bot.catalog import model_label
 from bot.sandbox.kube_patch import JSONPatchError, json_patch, merge_patch, strategic_merge_patch
 
 JSON = dict[str, Any]
@@ -2133,6 +2134,18 @@ class Cluster:
                         field_manager="sandbox-seed",
                     )
                 )
+            self.create_object(
+                "InferencePool",
+                {
+                    "metadata": {"name": "llm-d-pool"},
+                    "spec": {
+                        "selector": {"matchLabels": {"llm-d.ai/inferenceServing": "true"}},
+                        "targetPorts": [{"number": 8000}],
+                        "endpointPickerRef": {"name": "llm-d-epp", "port": {"number": 9002}},
+                    },
+                },
+                namespace,
+            )
             return created
 
 
@@ -2146,7 +2159,12 @@ def vllm_deployment(
     model: str = "meta-llama/Llama-3.1-8B-Instruct",
 ) -> JSON:
     """A Deployment manifest for one vLLM role of an llm-d model server."""
-    labels = {"app.kubernetes.io/name": name, "llm-d.ai/role": role, "llm-d.ai/inferenceServing": "true"}
+    labels = {
+        "app.kubernetes.io/name": name,
+        "llm-d.ai/role": role,
+        "llm-d.ai/inferenceServing": "true",
+        "llm-d.ai/model": model_label(model),
+    }
     container: JSON = {
         "name": "vllm",
         "image": image,

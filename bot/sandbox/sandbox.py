@@ -8,6 +8,7 @@ with no ready pod (a crash-looping rollout) makes them answer /health with 503. 
 
 from __future__ import annotations
 
+import json
 import secrets
 import tempfile
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Sandbox:
         self.kube = KubeEmulator(Cluster(), token=self.token, tls=self.config.tls)
         self.vllm: EmulatorFleet | None = None
         self.kubeconfig: Path | None = None
+        self.catalog: Path | None = None
 
     @property
     def cluster(self) -> Cluster:
@@ -67,6 +69,7 @@ class Sandbox:
             model=c.model,
         )
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig", namespace=c.namespace)
+        self.catalog = self.write_catalog(self.workdir / "catalog.yaml")
         self.vllm = start_emulators(
             c.vllm_servers,
             EmulatorConfig(model=c.model, served_model_name=c.model),
@@ -76,6 +79,24 @@ class Sandbox:
         self.cluster.add_listener(self._on_change)
         self._sync_health()
         return self
+
+    def write_catalog(self, path: Path) -> Path:
+        """A service catalog mapping the guide's alert labels (service: llm-d, team: sre) to this sandbox."""
+        c = self.config
+        path.write_text(
+            "# Service catalog of the incident-bot sandbox (written by `incident-bot sandbox up`/`demo`).\n"
+            "version: 1\n"
+            "services:\n"
+            "  - name: llm-d-sandbox\n"
+            "    match: {service: llm-d, team: sre}\n"
+            f"    namespace: {c.namespace}\n"
+            "    decode: {name: vllm-decode, kind: Deployment}\n"
+            "    prefill: {name: vllm-prefill, kind: Deployment}\n"
+            "    inference_pool: llm-d-pool\n"
+            f"    model: {json.dumps(c.model)}\n",
+            encoding="utf-8",
+        )
+        return path
 
     def _on_change(self, kind: str, event: str, obj: Any) -> None:
         if kind == "Pod":
@@ -99,6 +120,7 @@ class Sandbox:
             "KUBECONFIG": str(self.kubeconfig),
             "KUBE_CONFIG_MODE": "kubeconfig",
             "VLLM_ENDPOINTS": ",".join(self.vllm_endpoints),
+            "CATALOG": str(self.catalog),
         }
 
     def stop(self) -> None:

@@ -31,7 +31,8 @@ USAGE = """\
 • `resolve INC-0042 [note]` — resolve by hand _(responders)_
 • `sev INC-0042 P1 [reason]` — change severity (P0 to P3) _(responders)_
 • `commander INC-0042 @user` — name the incident commander _(responders)_
-• `runbook INC-0042 NAME [--dry-run]` — run a runbook for the incident _(approvers)_
+• `runbook INC-0042 NAME [--dry-run] [key=value …]` — run a runbook for the incident; `namespace=…` \
+`deployment=…` name its target when the bot could not _(approvers)_
 • `rollback NAMESPACE/DEPLOYMENT [--to-revision N] [--incident INC-0042]` — roll back _(approvers)_
 • `automation on|off|status [reason]` — the automation kill switch _(approvers; status: everyone)_
 • `maintenance list` · `maintenance start TARGET DURATION [reason]` · `maintenance end ID` — \
@@ -43,6 +44,8 @@ _USER = re.compile(r"^<@([UW][A-Z0-9]{2,20})(?:\|[^>]*)?>$|^([UW][A-Z0-9]{2,20})
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _RUNBOOK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_PARAM = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_PARAM_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}$")
 _DURATION = re.compile(r"^(?:(\d{1,3})d)?(?:(\d{1,4})h)?(?:(\d{1,5})m)?$")
 MAX_MAINTENANCE_SECONDS = 7 * 86_400
 
@@ -183,16 +186,24 @@ def _commander(rest: list[str]) -> Command:
 
 def _runbook(rest: list[str]) -> Command:
     positional, flags = _flags(rest, {"dry-run": False})
-    _need(positional, 2, "runbook INC-0042 NAME [--dry-run]")
-    if len(positional) > 2:
-        raise UsageError("usage: `/incident runbook INC-0042 NAME [--dry-run]`")
+    _need(positional, 2, "runbook INC-0042 NAME [--dry-run] [key=value …]")
     if not _RUNBOOK.match(positional[1]):
         raise UsageError(f"`{positional[1]}` is not a runbook name")
-    args = {
+    overrides = {}
+    for word in positional[2:]:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise UsageError("usage: `/incident runbook INC-0042 NAME [--dry-run] [key=value …]`")
+        if not _PARAM.match(key) or not _PARAM_VALUE.match(value):
+            raise UsageError(f"`{word}` is not a parameter override (like namespace=llm-d)")
+        overrides[key] = value
+    args: dict[str, Any] = {
         "incident_id": incident_id(positional[0]),
         "runbook": positional[1],
         "dry_run": bool(flags.get("dry-run")),
     }
+    if overrides:
+        args["overrides"] = overrides
     return Command("runbook", args, Role.APPROVER)
 
 

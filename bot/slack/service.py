@@ -286,7 +286,9 @@ class SlackService:
                 self.notify(inc.id)
                 return f":white_check_mark: {mention(inc.commander)} is the incident commander of {inc.id}."
             case "runbook":
-                return self._request_runbook(a["incident_id"], a["runbook"], bool(a["dry_run"]), actor)
+                return self._request_runbook(
+                    a["incident_id"], a["runbook"], bool(a["dry_run"]), actor, a.get("overrides")
+                )
             case "rollback":
                 return self._request_rollback(a, actor)
             case "automation":
@@ -331,23 +333,26 @@ class SlackService:
         return "\n".join([f"*Serving tier:* {escape(snap.summary, 300)}", *rows])
 
     # --- actions on systems ---------------------------------------------------------------------
-    def _request_runbook(self, incident_id: str, runbook: str, dry_run: bool, actor: str) -> str:
+    def _request_runbook(
+        self, incident_id: str, runbook: str, dry_run: bool, actor: str, overrides: dict[str, str] | None
+    ) -> str:
         self.store.get(incident_id)  # IncidentNotFound is a PermanentError with a readable message
-        task_id = self.sender.send(
-            tasknames.RUNBOOK_RUN,
-            kwargs={
-                "incident_id": incident_id,
-                "runbook": runbook,
-                "dry_run": dry_run,
-                "trigger": f"requested by {actor}",
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "incident_id": incident_id,
+            "runbook": runbook,
+            "dry_run": dry_run,
+            "trigger": f"requested by {actor}",
+        }
+        if overrides:
+            kwargs["overrides"] = overrides
+        task_id = self.sender.send(tasknames.RUNBOOK_RUN, kwargs=kwargs)
         mode = " (dry run)" if dry_run else ""
+        given = " with " + " ".join(f"{k}={v}" for k, v in sorted(overrides.items())) if overrides else ""
         self.store.append_timeline(
             incident_id,
             "runbook_requested",
-            f"Runbook {runbook}{mode} requested by {actor}.",
-            {"actor": actor, "runbook": runbook, "dry_run": dry_run, "task_id": task_id},
+            f"Runbook {runbook}{mode} requested by {actor}{given}.",
+            {"actor": actor, "runbook": runbook, "dry_run": dry_run, "task_id": task_id, **kwargs},
         )
         self.notify(incident_id)
         return (

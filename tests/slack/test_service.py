@@ -183,6 +183,15 @@ def test_runbook_and_rollback_are_for_approvers_and_are_enqueued_by_name(
         "trigger": f"requested by slack:{APPROVER}",
     }
     assert [e.kind for e in store.timeline(inc.id)][-2:] == ["rollback_requested", "runbook_requested"]
+    outcome, _ = run(
+        rt, emulator, f"runbook {inc.id} service-down namespace=llm-d deployment=ms-decode", APPROVER
+    )
+    assert outcome == "accepted"
+    assert sender.named(tasknames.RUNBOOK_RUN)[-1][1]["overrides"] == {
+        "namespace": "llm-d",
+        "deployment": "ms-decode",
+    }
+    assert store.timeline(inc.id)[-1].message.endswith("with deployment=ms-decode namespace=llm-d.")
 
 
 def test_read_only_commands_work_for_everyone(
