@@ -277,6 +277,48 @@ class Settings(BaseSettings):
         10.0, gt=0, le=120, description="Time budget of one target discovery (all its API calls together)."
     )
 
+    # --- Redis high availability (Sentinel, replicated acknowledgement; README "Redis high availability") ---
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Sentinel addresses host:port (comma-separated or a JSON list); set: REDIS_URL is unused "
+        "and state and broker follow the master Sentinel names (BROKER_URL, if set, still wins for Celery).",
+    )
+    redis_sentinel_master: str = Field("llm-bot", min_length=1, description="Master name Sentinel monitors.")
+    redis_sentinel_password: SecretStr | None = Field(None, description="Password of the sentinels.")
+    redis_password: SecretStr | None = Field(None, description="Password of the Redis master (Sentinel).")
+    redis_db: int = Field(0, ge=0, le=15, description="Database number on the Sentinel-managed master.")
+    redis_tls: bool = Field(False, description="Talk TLS to the sentinels and the master (Sentinel).")
+    redis_tls_ca_file: Path | None = Field(None, description="CA bundle trusted for REDIS_TLS.")
+    redis_failover_retries: int = Field(
+        6, ge=0, le=30, description="Reconnect attempts (exponential back-off) when the master moves."
+    )
+    redis_min_replicas_ack: int = Field(
+        0, ge=0, le=10, description="Webhook 2xx waits until this many replicas hold the message (WAIT)."
+    )
+    redis_wait_timeout_ms: int = Field(
+        500, ge=1, le=10_000, description="Longest WAIT before the webhook answers 503 + Retry-After."
+    )
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        """Sentinels come as `h1:26379,h2:26379` or a JSON array."""
+        return cls._split_list(value)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_host_port(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"REDIS_SENTINELS entry {item!r} is not host:port")
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; empty without Sentinel."""
+        return [(h, int(p)) for h, _, p in (item.rpartition(":") for item in self.redis_sentinels)]
+
     @field_validator(
         "vllm_endpoints", "kube_allowed_namespaces", "rollback_two_person_namespaces", mode="before"
     )
@@ -326,8 +368,11 @@ class Settings(BaseSettings):
 
     @property
     def effective_broker_url(self) -> str:
-        """The broker URL Celery uses."""
-        return self.broker_url or self.redis_url
+        """The broker URL Celery uses (kombu's `sentinel://` form under REDIS_SENTINELS)."""
+        if self.broker_url or not self.redis_sentinels:
+            return self.broker_url or self.redis_url
+        auth = f":{self.redis_password.get_secret_value()}@" if self.redis_password else ""
+        return ";".join(f"sentinel://{auth}{item}/{self.redis_db}" for item in self.redis_sentinels)
 
     @property
     def alertmanager_auth_configured(self) -> bool:

@@ -8,6 +8,7 @@ call these functions; features never do.
 from __future__ import annotations
 
 import functools
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Any, Literal
@@ -17,7 +18,14 @@ import redis.asyncio as aioredis
 from celery import Celery
 from kombu.entity import Queue
 from kombu.exceptions import KombuError, OperationalError
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 from slack_bolt.async_app import AsyncApp
 
 import bot.steps  # noqa: F401  (registers the shipped step types: every process built here runs them)
@@ -67,6 +75,8 @@ from bot.storage.slack_messages import SlackMessages
 from bot.storage.usergroups import UserGroupCache
 from bot.tasknames import TaskSender, change_notifications
 
+log = logging.getLogger("incident_bot.redis")
+
 # -- Redis ----------------------------------------------------------------------------------------------
 
 #: Who a client is for decides its timeouts (socket, connect), in seconds. "web" uses ENQUEUE_TIMEOUT_SECONDS:
@@ -87,19 +97,108 @@ def _timeouts(settings: Settings, role: Role) -> tuple[float, float]:
 
 
 def redis_client(settings: Settings, role: Role, *, url: str | None = None) -> redis.Redis:
-    """A Redis client for the bot's state (or `url`, e.g. the broker) with the timeouts of `role`."""
+    """A Redis client for the bot's state (or `url`, e.g. the broker) with the timeouts of `role`.
+
+    Under REDIS_SENTINELS it follows the master Sentinel names (``url`` a ``sentinel://`` broker URL or
+    None); a move is logged and in-flight commands retry with back-off (REDIS_FAILOVER_RETRIES).
+    """
     socket_timeout, connect_timeout = _timeouts(settings, role)
+    if _via_sentinel(settings, url):
+        manager = _LoggingSentinel(settings.sentinel_addresses, sentinel_kwargs=_sentinel_kwargs(settings))
+        client: redis.Redis = manager.master_for(
+            settings.redis_sentinel_master,
+            **_master_kwargs(settings, socket_timeout, connect_timeout),
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.redis_failover_retries),
+        )
+        return client
     return redis.Redis.from_url(
         url or settings.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
     )
 
 
 def async_redis_client(settings: Settings, role: Role, *, url: str | None = None) -> aioredis.Redis:
-    """An asyncio Redis client (the web's enqueue path) with the timeouts of `role`."""
+    """An asyncio Redis client (the web's enqueue path) with the timeouts of `role` (Sentinel as above)."""
     socket_timeout, connect_timeout = _timeouts(settings, role)
+    if _via_sentinel(settings, url):
+        manager = _AsyncLoggingSentinel(
+            settings.sentinel_addresses, sentinel_kwargs=_sentinel_kwargs(settings)
+        )
+        client: aioredis.Redis = manager.master_for(
+            settings.redis_sentinel_master,
+            **_master_kwargs(settings, socket_timeout, connect_timeout),
+            retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), settings.redis_failover_retries),
+        )
+        return client
     return aioredis.Redis.from_url(
         url or settings.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
     )
+
+
+def _via_sentinel(settings: Settings, url: str | None) -> bool:
+    return bool(settings.redis_sentinels) and (url is None or url.startswith("sentinel://"))
+
+
+def _tls_kwargs(settings: Settings) -> dict[str, Any]:
+    if not settings.redis_tls:
+        return {}
+    tls: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": "required"}
+    if settings.redis_tls_ca_file is not None:
+        tls["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    return tls
+
+
+def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+    """How to talk to the sentinels themselves: short timeouts (discovery moves on to the next one)."""
+    password = settings.redis_sentinel_password
+    return {
+        "socket_timeout": 0.5,
+        "socket_connect_timeout": 0.5,
+        **({"password": password.get_secret_value()} if password else {}),
+        **_tls_kwargs(settings),
+    }
+
+
+def _master_kwargs(settings: Settings, socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+    password = settings.redis_password
+    return {
+        "db": settings.redis_db,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        **({"password": password.get_secret_value()} if password else {}),
+        **_tls_kwargs(settings),
+    }
+
+
+class _MasterMoves:
+    """Remembers the master each name had and logs when Sentinel names another one."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, int]] = {}
+
+    def note(self, name: str, address: tuple[str, int]) -> None:
+        before = self._seen.get(name)
+        if before is not None and tuple(before) != tuple(address):
+            log.warning("redis: master %s moved %s:%s -> %s:%s", name, *before, *address)
+        self._seen[name] = address
+
+
+#: One memory for all clients of the process: every pool that rediscovers the master logs the move once.
+_MOVES = _MasterMoves()
+
+
+class _LoggingSentinel(Sentinel):
+    def discover_master(self, service_name: str) -> Any:
+        address = super().discover_master(service_name)
+        _MOVES.note(service_name, address)
+        return address
+
+
+class _AsyncLoggingSentinel(AsyncSentinel):
+    async def discover_master(self, service_name: str) -> Any:
+        address = await super().discover_master(service_name)
+        _MOVES.note(service_name, address)
+        return address
 
 
 def incident_store(
@@ -134,7 +233,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.celery_visibility_timeout,
             "socket_connect_timeout": settings.enqueue_timeout_seconds,
             "socket_timeout": settings.enqueue_timeout_seconds,
+            **_broker_sentinel_options(settings),
         },
+        **_broker_tls(settings),
         "broker_connection_retry_on_startup": True,
         "task_ignore_result": True,
         "task_serializer": "json",
@@ -156,6 +257,24 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }
+
+
+def _broker_sentinel_options(settings: Settings) -> dict[str, Any]:
+    """kombu's Sentinel transport options, when the broker URL is the `sentinel://` one."""
+    if not settings.effective_broker_url.startswith("sentinel://"):
+        return {}
+    return {
+        "master_name": settings.redis_sentinel_master,
+        "sentinel_kwargs": _sentinel_kwargs(settings),
+        "retry_on_timeout": True,
+    }
+
+
+def _broker_tls(settings: Settings) -> dict[str, Any]:
+    if not (settings.redis_tls and settings.effective_broker_url.startswith("sentinel://")):
+        return {}
+    tls = _tls_kwargs(settings)
+    return {"broker_use_ssl": {k: v for k, v in tls.items() if k != "ssl"}}
 
 
 def make_celery(settings: Settings, *, with_tasks: bool = True) -> Celery:

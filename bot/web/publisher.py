@@ -22,14 +22,18 @@ from redis.exceptions import RedisError
 from bot import wiring
 from bot.errors import BrokerUnavailable
 from bot.settings import Settings
+from bot.storage.replication import ReplicaAck, eval_replicated
 from bot.tasknames import PROCESS_ALERT_GROUP as TASK_PROCESS_ALERT_GROUP
 from bot.tasknames import QUEUE_ALERTS
 
 _EMBED = b'{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
 
-# KEYS[1] delivery marker, KEYS[2] queue list; ARGV[1] message. Returns 0 for an applied delivery.
+# KEYS[1] delivery marker, KEYS[2] queue list, KEYS[3] queued marker; ARGV[1] message, ARGV[2] marker TTL
+# (0: no marker). Returns 0 for an applied delivery, 2 for one queued already (a retry after a 503 for a
+# WAIT that timed out: not queued twice), 1 otherwise.
 _PUBLISH_IF_NEW = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[2] ~= '0' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return 2 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 return 1
 """
@@ -88,6 +92,10 @@ class RedisPublisher:
             else wiring.async_redis_client(settings, "web")
         )
         self._prefix = settings.key_prefix
+        self._ack = ReplicaAck(settings.redis_min_replicas_ack, settings.redis_wait_timeout_ms)
+        # Only a WAIT that times out answers 503 for a message Redis holds; a retry must not queue it
+        # twice. The marker lives a visibility timeout (a queued message is taken or redelivered by then).
+        self._queued_ttl = settings.celery_visibility_timeout if self._ack.replicas else 0
         self._origin = f"incident-bot-web@{socket.gethostname()}:{os.getpid()}"
 
     async def publish_alert_group(self, payload_json: bytes, delivery_key: str) -> bool:
@@ -102,18 +110,24 @@ class RedisPublisher:
         )
 
     async def publish(self, task: str, queue: str, args_json: bytes, *, argsrepr: str, unless: str) -> bool:
-        """LPUSH a task message to `queue` unless the key `unless` exists (work done); True if queued."""
+        """LPUSH a task message to `queue` unless the key `unless` exists (work done); True if queued.
+
+        Under REDIS_MIN_REPLICAS_ACK a retry of a message queued already (its marker `<unless>:queued`)
+        is answered True without queuing it again, once WAIT confirms the replicas hold it.
+        """
         message = celery_task_message(task, args_json, queue, argsrepr=argsrepr, origin=self._origin)
+        keys = [unless, queue, unless + ":queued"]
+        args: list[bytes | int] = [message, self._queued_ttl]
         try:
-            if self._state is None:
-                queued = await self._script(keys=[unless, queue], args=[message])
-            elif await self._state.exists(unless):
-                queued = 0
+            if self._state is not None and await self._state.exists(unless):
+                return False
+            if self._ack.replicas:
+                queued = await eval_replicated(self._redis, _PUBLISH_IF_NEW, keys, args, self._ack)
             else:
-                queued = await self._redis.lpush(queue, message)
+                queued = await self._script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"broker did not accept the task: {exc}") from exc
-        return bool(queued)
+        return bool(queued)  # 2: queued by an earlier attempt, still not applied: accepted, once
 
     async def aclose(self) -> None:
         """Close the connection pool."""
