@@ -606,9 +606,11 @@ class RolloutWorkload:
             dry_run,
         )
 
-    def restart(self, namespace: str, name: str, *, dry_run: bool = False) -> DeploymentSummary:
+    def restart(
+        self, namespace: str, name: str, *, dry_run: bool = False, now: dt.datetime | None = None
+    ) -> DeploymentSummary:
         """``kubectl argo rollouts restart``."""
-        self.argo.restart(namespace, name, dry_run=dry_run)
+        self.argo.restart(namespace, name, dry_run=dry_run, now=now)
         return self.get(namespace, name)
 
     def rollout_status(self, namespace: str, name: str) -> RolloutStatus:
