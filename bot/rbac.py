@@ -14,6 +14,9 @@ from typing import Any
 
 CORE = ""  # the core API group ("" in a Role's apiGroups)
 APPS = "apps"
+ARGO = "argoproj.io"
+#: Step families that talk to the Kubernetes API (each of their step types needs a decision here).
+KUBE_FAMILIES = ("k8s", "argo")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,48 @@ STEP_PERMISSIONS: Mapping[str, tuple[Permission, ...]] = {
     "k8s.suggest_rollback": (_p(APPS, "deployments", "get"), _p(APPS, "replicasets", "list")),
     # select the pods (by label or deployment), then delete them one by one (never deletecollection).
     "k8s.delete_pods": (_p(CORE, "pods", "list", "delete"), _p(APPS, "deployments", "get")),
+    # Argo Rollouts (bot/integrations/argo.py): status reads the Rollout, its ReplicaSets (stable vs canary
+    # image) and its AnalysisRuns (list, filtered by owner).
+    "argo.status": (
+        _p(ARGO, "rollouts", "get"),
+        _p(APPS, "replicasets", "list"),
+        _p(ARGO, "analysisruns", "list"),
+    ),
+    # abort/retry read the status first, then merge-patch status.abort on the status subresource (the main
+    # resource only when /status is 404, an old CRD without the subresource: same verb on rollouts).
+    "argo.abort": (
+        _p(ARGO, "rollouts", "get", "patch"),
+        _p(ARGO, "rollouts/status", "patch"),
+        _p(APPS, "replicasets", "list"),
+        _p(ARGO, "analysisruns", "list"),
+    ),
+    "argo.retry": (
+        _p(ARGO, "rollouts", "get", "patch"),
+        _p(ARGO, "rollouts/status", "patch"),
+        _p(APPS, "replicasets", "list"),
+        _p(ARGO, "analysisruns", "list"),
+    ),
+    # promote: status patch (pauseConditions/currentStepIndex/promoteFull), then spec.paused.
+    "argo.promote": (
+        _p(ARGO, "rollouts", "get", "patch"),
+        _p(ARGO, "rollouts/status", "patch"),
+        _p(APPS, "replicasets", "list"),
+        _p(ARGO, "analysisruns", "list"),
+    ),
+    # pause: spec.paused on the main resource.
+    "argo.pause": (
+        _p(ARGO, "rollouts", "get", "patch"),
+        _p(APPS, "replicasets", "list"),
+        _p(ARGO, "analysisruns", "list"),
+    ),
+    # undo: the Rollout's ReplicaSets by revision, JSON patch of /spec/template (a Rollout with
+    # spec.workloadRef has its referenced Deployment read and patched instead).
+    "argo.undo": (
+        _p(ARGO, "rollouts", "get", "patch"),
+        _p(APPS, "replicasets", "list"),
+        _p(ARGO, "analysisruns", "list"),
+        _p(APPS, "deployments", "get", "patch"),
+    ),
 }
 
 #: Target discovery (bot/runbook/targets.py), read only, in the namespaces the bot manages: a pod and its
@@ -82,13 +127,13 @@ def required_rules(step_types: Iterable[str] | None = None) -> dict[tuple[str, s
 
 
 def k8s_step_types_in(document: Any) -> set[str]:
-    """Every `k8s.*` step type named anywhere in a parsed runbook (format-agnostic: any string value)."""
+    """Every Kubernetes (`k8s.*`, `argo.*`) step type named anywhere in a parsed runbook (any string)."""
     return {value for value in _strings(document) if _looks_like_k8s_step(value)}
 
 
 def _looks_like_k8s_step(value: str) -> bool:
     head, dot, tail = value.partition(".")
-    return head == "k8s" and dot == "." and tail.replace("_", "").isalpha() and tail.islower()
+    return head in KUBE_FAMILIES and dot == "." and tail.replace("_", "").isalpha() and tail.islower()
 
 
 def _strings(node: Any) -> Iterator[str]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from bot.errors import ConfigError, IntentMissing
+from bot.integrations.argo import ActionResult, ArgoRollouts
 from bot.integrations.kube import DeploymentSummary, KubeClient, ScaleResult, UndoResult
 from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.vllm import VLLMClient, run_sync
@@ -117,3 +118,41 @@ class GuardedKube:
     def delete_pod(self, namespace: str, name: str) -> None:
         """Delete a pod (server-side dry run when the run is a dry run)."""
         self._kube.delete_pod(namespace, name, dry_run=self._may_change("delete pod"))
+
+    @property
+    def argo(self) -> GuardedArgo:
+        """The Argo Rollouts adapter over the same client, with the same dry-run and intent rules."""
+        return GuardedArgo(ArgoRollouts(self._kube), self)
+
+
+class GuardedArgo:
+    """ArgoRollouts as a step sees it: reads pass through; actions need the intent and carry the dry run."""
+
+    def __init__(self, argo: ArgoRollouts, guard: GuardedKube) -> None:
+        self._argo = argo
+        self._guard = guard
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("abort", "retry", "pause", "promote", "undo", "restart"):
+            raise AttributeError(name)
+        return getattr(self._argo, name)
+
+    def abort(self, namespace: str, name: str) -> ActionResult:
+        """Abort (server-side dry run when the run is a dry run)."""
+        return self._argo.abort(namespace, name, dry_run=self._guard._may_change("abort"))
+
+    def retry(self, namespace: str, name: str) -> ActionResult:
+        """Retry an aborted Rollout."""
+        return self._argo.retry(namespace, name, dry_run=self._guard._may_change("retry"))
+
+    def pause(self, namespace: str, name: str) -> ActionResult:
+        """Pause."""
+        return self._argo.pause(namespace, name, dry_run=self._guard._may_change("pause"))
+
+    def promote(self, namespace: str, name: str, *, full: bool = False) -> ActionResult:
+        """Promote one step or fully."""
+        return self._argo.promote(namespace, name, full=full, dry_run=self._guard._may_change("promote"))
+
+    def undo(self, namespace: str, name: str, to_revision: int | None = None) -> UndoResult:
+        """Undo to a revision."""
+        return self._argo.undo(namespace, name, to_revision, dry_run=self._guard._may_change("undo"))

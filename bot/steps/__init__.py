@@ -6,6 +6,6 @@ the registry itself never does.
 
 from __future__ import annotations
 
-from bot.steps import flow, k8s, prometheus, vllm
+from bot.steps import argo, flow, k8s, prometheus, vllm
 
-__all__ = ["flow", "k8s", "prometheus", "vllm"]
+__all__ = ["argo", "flow", "k8s", "prometheus", "vllm"]

@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 import bot.steps  # noqa: F401  (registers the shipped step types)
-from bot.rbac import MUTATING_VERBS, STEP_PERMISSIONS, k8s_step_types_in, required_rules
+from bot.rbac import KUBE_FAMILIES, MUTATING_VERBS, STEP_PERMISSIONS, k8s_step_types_in, required_rules
 from tests.deploy.conftest import ROOT, by_kind, pod_specs, rendered
 
 RBAC_KINDS = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
@@ -28,7 +28,7 @@ def test_mapping_is_exactly_the_registered_kubernetes_step_types() -> None:
     """Every k8s.* step an operator may write has RBAC, and the mapping lists nothing the engine lacks."""
     from bot.plan.steptypes import step_types
 
-    k8s = {name for name in step_types() if name.startswith("k8s.")}
+    k8s = {name for name in step_types() if name.split(".")[0] in KUBE_FAMILIES}
     assert k8s, "no k8s.* step types registered"
     assert set(STEP_PERMISSIONS) == k8s
 
@@ -71,7 +71,14 @@ def test_no_wildcards_no_secrets_no_cluster_scope(overlay: str) -> None:
             assert not {"secrets", "serviceaccounts/token", "roles", "rolebindings"} & set(rule["resources"])
             assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
             if set(rule["verbs"]) & MUTATING_VERBS:
-                assert set(rule["resources"]) <= {"deployments", "deployments/scale", "pods"}
+                # Argo Rollouts: the Rollout (pause/promote/undo) and its status (abort/retry/promote).
+                assert set(rule["resources"]) <= {
+                    "deployments",
+                    "deployments/scale",
+                    "pods",
+                    "rollouts",
+                    "rollouts/status",
+                }
 
 
 def test_only_the_runbook_worker_holds_a_token(overlay: str) -> None:
@@ -99,3 +106,22 @@ def test_only_the_runbook_worker_holds_a_token(overlay: str) -> None:
     assert not [
         o for o in objects if o["kind"] in RBAC_KINDS and o["metadata"]["namespace"] == "incident-bot"
     ]
+
+
+def test_argo_steps_are_least_privilege() -> None:
+    """Reading a Rollout never needs patch; only abort/retry/promote patch the status subresource."""
+    from bot.rbac import ARGO
+
+    status_only = required_rules(["argo.status"])
+    assert status_only[(ARGO, "rollouts")] == frozenset({"get"})
+    assert not any(verbs & MUTATING_VERBS for verbs in status_only.values())
+    for name in ("argo.abort", "argo.retry", "argo.promote"):
+        assert required_rules([name])[(ARGO, "rollouts/status")] == frozenset({"patch"})
+    assert (ARGO, "rollouts/status") not in required_rules(["argo.pause", "argo.undo"])
+    assert (ARGO, "analysisruns") in status_only and status_only[(ARGO, "analysisruns")] == frozenset(
+        {"list"}
+    )
+    assert k8s_step_types_in({"steps": [{"type": "argo.abort"}, {"type": "argo.status"}]}) == {
+        "argo.abort",
+        "argo.status",
+    }

@@ -9,7 +9,7 @@ import bot.steps
 from bot import rbac
 from bot.plan.steptypes import StepParams, TargetParams, step_types
 
-FAMILIES = {"k8s", "vllm", "prometheus", "flow"}
+FAMILIES = {"k8s", "argo", "vllm", "prometheus", "flow"}
 
 
 def test_every_family_registers_typed_steps() -> None:
@@ -33,7 +33,7 @@ def test_mutating_steps_name_their_target_and_can_be_recovered() -> None:
 
 
 def test_every_kubernetes_step_has_its_rbac_and_nothing_more() -> None:
-    k8s = {name for name in step_types() if name.startswith("k8s.")}
+    k8s = {name for name in step_types() if name.split(".")[0] in rbac.KUBE_FAMILIES}
     assert k8s == set(rbac.STEP_PERMISSIONS)
 
 
