@@ -135,9 +135,11 @@ def test_master_killed_mid_load_loses_and_doubles_nothing(group: SentinelGroup) 
     env = bot_env(group, port)
     web = Proc([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env)
     worker = Proc(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker", "--pool", "threads"]
-        + ["--concurrency", "4", "-Q", "alerts", "-n", f"fo-{port}@localhost", "--without-mingle"]
-        + ["--without-gossip", "--loglevel", "INFO"],
+        [
+            *[sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker", "--pool", "threads"],
+            *["--concurrency", "4", "-Q", "alerts", "-n", f"fo-{port}@localhost", "--without-mingle"],
+            *["--without-gossip", "--loglevel", "INFO"],
+        ],
         env,
     )
     try:
@@ -164,7 +166,8 @@ def test_master_killed_mid_load_loses_and_doubles_nothing(group: SentinelGroup) 
         recovery = (first_after_kill[0] - kill_time) if first_after_kill else 0.0
         print(
             f"\nfailover: master :{old} killed after {KILL_AFTER} acks; :{new} promoted in {promoted:.1f} s; "
-            f"first 2xx after the kill {recovery:.1f} s; {TOTAL} acknowledged in {time.monotonic() - started:.1f} s"
+            f"first 2xx after the kill {recovery:.1f} s; "
+            f"{TOTAL} acknowledged in {time.monotonic() - started:.1f} s"
         )
         assert recovery < 20, f"intake took {recovery:.1f} s to recover"
         assert sorted(acked) == list(range(TOTAL))  # the load generator only stops on a 2xx
