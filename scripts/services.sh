@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure what the tests and the demo need is installed and running:
-#   redis-server (running on 127.0.0.1:6379), prometheus + promtool, prometheus-alertmanager, kubectl (>= 1.27;
+#   redis-server (running on 127.0.0.1:6379), redis-sentinel, prometheus + promtool, prometheus-alertmanager, kubectl (>= 1.27;
 #   tests/deploy fail without it, naming what to install: bookworm's kubernetes-client 1.20 is too old).
 # Prometheus and Alertmanager are started by the tests themselves, on free loopback ports.
 # Usage: scripts/services.sh [--redis-only]
@@ -8,6 +8,8 @@ set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+# tests/test_failover.py and tests/storage/test_sentinel.py start a Sentinel group of their own
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 if [[ "${1:-}" != "--redis-only" ]]; then
   command -v prometheus >/dev/null || need+=(prometheus)
   command -v promtool >/dev/null || need+=(prometheus)

@@ -225,3 +225,35 @@ def test_managed_namespace_unit_repeats_for_another_namespace(tmp_path: Path) ->
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "incident-bot-automation", "namespace": "incident-bot"}
     ]
+
+
+def test_production_ha_runs_redis_with_sentinel_and_points_the_bot_at_it() -> None:
+    objects = kustomize(DEPLOY / "overlays" / "production-ha")
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    assert "incident-bot-redis" not in by_kind(objects, "StatefulSet")  # the single Redis is gone
+    ha = by_kind(objects, "StatefulSet")["incident-bot-redis-ha"]
+    assert ha["spec"]["replicas"] == 3
+    pod = ha["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["redis", "sentinel"]
+    assert pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    script = next(
+        o for n, o in by_kind(objects, "ConfigMap").items() if n.startswith("incident-bot-redis-ha")
+    )["data"]
+    assert "--appendonly yes" in script["start-redis.sh"]
+    assert "--maxmemory-policy noeviction" in script["start-redis.sh"]
+    assert "sentinel monitor llm-bot" in script["start-sentinel.sh"] and " 2\n" in script["start-sentinel.sh"]
+    assert by_kind(objects, "PodDisruptionBudget")["incident-bot-redis-ha"]["spec"]["minAvailable"] == 2
+    policies = by_kind(objects, "NetworkPolicy")
+    assert {"incident-bot-redis-ha-ingress", "incident-bot-egress-redis-ha"} <= set(policies)
+    for name, spec in pod_specs(objects):
+        if name == "StatefulSet/incident-bot-redis-ha":
+            continue
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        assert "REDIS_URL" not in env, name
+        sentinels = env["REDIS_SENTINELS"]["value"].split(",")
+        assert len(sentinels) == 3 and all(s.endswith(".incident-bot-redis-ha:26379") for s in sentinels), (
+            name
+        )
+        assert env["REDIS_MIN_REPLICAS_ACK"]["value"] == "1", name
+        assert env["REDIS_SENTINEL_MASTER"]["value"] == "llm-bot", name
