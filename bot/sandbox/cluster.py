@@ -814,6 +814,26 @@ class Cluster:
         entries.append(entry)
         obj["metadata"]["managedFields"] = entries
 
+    @staticmethod
+    def _mutated(kind: str, name: str, current: JSON, mutate: Callable[[JSON], JSON]) -> JSON:
+        """``mutate`` applied to a copy of ``current``: 422 for a bad patch, 409 for a stale resourceVersion,
+        400 when the result is not an object or renames it."""
+        try:
+            new = mutate(copy.deepcopy(current))
+        except JSONPatchError as exc:
+            raise ApiError(422, "Invalid", str(exc)) from exc
+        if not isinstance(new, dict):
+            raise bad_request("the patch did not produce an object")
+        sent_rv = (new.get("metadata") or {}).get("resourceVersion")
+        if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
+            raise conflict(kind, name)
+        sent_name = (new.get("metadata") or {}).get("name", name)
+        if sent_name != name:
+            raise bad_request(
+                f"the name of the object ({sent_name}) does not match the name on the URL ({name})"
+            )
+        return new
+
     def update_deployment(
         self,
         namespace: str,
@@ -827,20 +847,8 @@ class Cluster:
         """Apply ``mutate`` to a copy of the Deployment, validate, default, store and reconcile."""
         with self.lock:
             current = self.get("Deployment", namespace, name)
-            try:
-                new = mutate(copy.deepcopy(current))
-            except JSONPatchError as exc:
-                raise ApiError(422, "Invalid", str(exc)) from exc
-            if not isinstance(new, dict):
-                raise bad_request("the patch did not produce an object")
-            sent_rv = (new.get("metadata") or {}).get("resourceVersion")
-            if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
-                raise conflict("Deployment", name)
+            new = self._mutated("Deployment", name, current, mutate)
             meta = new.get("metadata") or {}
-            if meta.get("name", name) != name:
-                raise bad_request(
-                    f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
-                )
             # Identity and status belong to the server.
             for key in (
                 "name",
@@ -1053,17 +1061,7 @@ class Cluster:
         with self.lock:
             self._generic(kind)
             current = self.get(kind, namespace, name)
-            try:
-                new = mutate(copy.deepcopy(current))
-            except JSONPatchError as exc:
-                raise ApiError(422, "Invalid", str(exc)) from exc
-            if not isinstance(new, dict):
-                raise bad_request("the patch did not produce an object")
-            sent_rv = (new.get("metadata") or {}).get("resourceVersion")
-            if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
-                raise conflict(kind, name)
-            if (new.get("metadata") or {}).get("name", name) != name:
-                raise bad_request(f"the name of the object does not match the name on the URL ({name})")
+            new = self._mutated(kind, name, current, mutate)
             if subresource == "status":
                 result = copy.deepcopy(current)
                 result["status"] = new.get("status") or {}
