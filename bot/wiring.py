@@ -62,6 +62,7 @@ from bot.slack.service import (
     SlackService,
     TierStatusSource,
 )
+from bot.storage import broker
 from bot.storage.audit import AuditLog
 from bot.storage.controls import AutomationControls, AutomationSwitch, Controls
 from bot.storage.controls import MaintenanceWindows as WindowStore
@@ -236,6 +237,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             **_broker_sentinel_options(settings),
         },
         **_broker_tls(settings),
+        **_broker_transport(settings),
         "broker_connection_retry_on_startup": True,
         "task_ignore_result": True,
         "task_serializer": "json",
@@ -268,6 +270,13 @@ def _broker_sentinel_options(settings: Settings) -> dict[str, Any]:
         "sentinel_kwargs": _sentinel_kwargs(settings),
         "retry_on_timeout": True,
     }
+
+
+def _broker_transport(settings: Settings) -> dict[str, Any]:
+    """Under Sentinel, kombu's transport with the failover fixes of bot.storage.broker."""
+    if not settings.effective_broker_url.startswith("sentinel://"):
+        return {}
+    return {"broker_transport": broker.TRANSPORT}
 
 
 def _broker_tls(settings: Settings) -> dict[str, Any]:

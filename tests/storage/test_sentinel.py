@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from bot import wiring
 from bot.settings import Settings
+from bot.storage import broker
 from bot.storage.replication import NotReplicated, ReplicaAck, eval_replicated
 from bot.tasknames import QUEUE_ALERTS, TIMERS_TICK
 from bot.web.app import create_app
@@ -45,6 +46,7 @@ def test_plain_redis_url_is_unchanged(settings: Settings) -> None:
     assert not settings.redis_sentinels
     assert settings.effective_broker_url == settings.redis_url
     assert "master_name" not in wiring.celery_config(settings)["broker_transport_options"]
+    assert "broker_transport" not in wiring.celery_config(settings)  # kombu's own redis:// transport
     assert isinstance(wiring.redis_client(settings, "cli").connection_pool, redis.ConnectionPool)
 
 
@@ -53,6 +55,8 @@ def test_sentinel_settings_make_a_kombu_sentinel_broker(settings: Settings, grou
     assert s.effective_broker_url == ";".join(f"sentinel://{a}/3" for a in group.sentinels.split(","))
     options = wiring.celery_config(s)["broker_transport_options"]
     assert options["master_name"] == MASTER_NAME
+    # the transport that survives a kill -9 of the master (bot.storage.broker; tests/test_failover.py)
+    assert wiring.celery_config(s)["broker_transport"] == "bot.storage.broker:FailoverSentinelTransport"
     with pytest.raises(ValueError, match="not host:port"):
         Settings(redis_sentinels="127.0.0.1")
 
@@ -145,3 +149,35 @@ def test_clients_follow_a_failover_and_log_the_move(
     assert redis.Redis(port=new).get("ibtest:after") == b"2"
     assert f"redis: master {MASTER_NAME} moved 127.0.0.1:{old} -> 127.0.0.1:{new}" in caplog.text
     group.wait_replicas(new, 2)
+
+
+def test_the_failover_transport_rebuilds_a_detached_channel_and_puts_deferred_messages_back(
+    settings: Settings, group: SentinelGroup
+) -> None:
+    """The two things kombu's Sentinel channel gets wrong after the master dies (bot.storage.broker)."""
+    s = ha_settings(settings, group)
+    app = wiring.make_celery(s, with_tasks=False)
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, broker.FailoverSentinelChannel)
+        # Celery's Connection.collect() detaches the transport; kombu's own channel then fails with
+        # AttributeError("'NoneType' object has no attribute 'hostname'") when it rebuilds its pool
+        channel._disconnect_pools()
+        transport, client_info = channel.connection, channel.connection.client
+        transport.client = None
+        try:
+            assert channel.pool is not None
+            assert channel.client.ping()  # the pool reaches the master the sentinels name
+        finally:
+            transport.client = client_info
+
+        # a delivered, unacknowledged message whose restore at close failed is put back by the next channel
+        qos = channel.qos
+        tag = "deferred-tag-1"
+        master(group).hset(qos.unacked_key, tag, json.dumps([{"body": "x", "properties": {}}, "", "parked"]))
+        with broker._pending_lock:
+            broker._pending_tags.add(tag)
+        conn.channel()  # a new channel: connects, then restores
+        assert broker.pending_restores() == set()
+        assert master(group).hget(qos.unacked_key, tag) is None
+        assert master(group).llen("parked") == 1
