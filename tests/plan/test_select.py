@@ -80,7 +80,8 @@ def test_plan_shows_approval_gates_by_severity(tmp_path: Path, capsys: pytest.Ca
 
 def test_plan_text_and_no_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "a.json"
-    path.write_text(json.dumps({"labels": {"alertname": "VLLMServiceDown", "namespace": "llm-d"}}))
+    labels = {"alertname": "VLLMServiceDown", "namespace": "llm-d", "deployment": "vllm-decode"}
+    path.write_text(json.dumps({"labels": labels}))
     assert main(["runbook", "plan", "--alert", str(path)]) == 0
     text = capsys.readouterr().out
     assert "runbook service-down (severity P0)" in text
@@ -88,3 +89,9 @@ def test_plan_text_and_no_match(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path.write_text(json.dumps({"labels": {"alertname": "SomethingElse"}}))
     assert main(["runbook", "plan", "--alert", str(path)]) == 0
     assert "no runbook matches" in capsys.readouterr().out
+    # Without a deployment label the plan does not guess one (the shipped runbooks have no default target).
+    path.write_text(json.dumps({"labels": {"alertname": "VLLMServiceDown", "namespace": "llm-d"}}))
+    assert main(["runbook", "plan", "--alert", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "runbook service-down: cannot start" in out and "no value for deployment" in out
+    assert "vllm-decode" not in out
