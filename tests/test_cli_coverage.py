@@ -200,3 +200,47 @@ def test_coverage_bad_file_exit_2_one_line_and_good_files_still_reported(
     unknown.write_text("groups:\n  - name: g\n    rules:\n      - alert: Mystery\n        expr: up == 0\n")
     assert main(["coverage", "--strict", str(unknown)]) == 1
     assert "Mystery: NOT COVERED, P3 by (default: no rule matched)" in capsys.readouterr().out
+
+
+def test_coverage_reads_the_service_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    guide = "tests/fixtures/rules/guide-rules.yaml"
+    # The shipped catalog is empty: the guide's rules (no namespace, no pod) need an entry.
+    assert main(["coverage", "--json", guide]) == 0
+    before = json.loads(capsys.readouterr().out)["files"][0]["alerts"]
+    assert not [a for a in before if "from the service catalog" in a["target"]]
+    assert (
+        "needs a service catalog entry (matching on service, team): the rule keeps no namespace or pod label"
+        in {a["target"] for a in before}
+    )
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        "version: 1\n"
+        "services:\n"
+        "  - name: chat\n"
+        "    match: {service: chat}\n"
+        "    namespace: chat-prod\n"
+        "    decode: chat-decode\n"
+        "  - name: llm-d-prod\n"
+        "    match: {service: llm-d, team: {regex: 'sre|platform'}}\n"
+        "    namespace: inference\n"
+        "    decode: {name: ms-decode, kind: LeaderWorkerSet}\n"
+        "    prefill: ms-prefill\n"
+    )
+    assert main(["coverage", "--json", "--catalog", str(catalog), guide]) == 0
+    after = json.loads(capsys.readouterr().out)["files"][0]["alerts"]
+    assert len(after) == 6
+    assert {a["target"] for a in after} == {
+        "from the service catalog: llm-d-prod → inference/ms-decode"
+        " (entry matched on service=llm-d, team=sre)"
+    }
+    # Text output too; an entry without a workload leaves the workload to discovery.
+    catalog.write_text(
+        "version: 1\nservices:\n  - name: ns-only\n    match: {team: sre}\n    namespace: llm-d\n"
+    )
+    assert main(["coverage", "--catalog", str(catalog), guide]) == 0
+    out = capsys.readouterr().out
+    assert out.count("target: from the service catalog: ns-only → llm-d (workload by discovery)") == 6
+    # A broken catalog is a bad input (exit 2, one line), like a broken policy.
+    catalog.write_text("version: 1\nservices:\n  - name: x\n    match: {}\n    namespace: llm-d\n")
+    assert main(["coverage", "--catalog", str(catalog), guide]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
