@@ -105,6 +105,15 @@ class ServiceEntry(_Strict):
         """The matched labels as text, e.g. ``service=llm-d, team=sre``."""
         return ", ".join(f"{name}={labels.get(name, '')}" for name in self.match)
 
+    def describe_target(self) -> str:
+        """``NAME → namespace/decode-workload`` (the namespace alone when the entry names no workload)."""
+        where = (
+            f"{self.namespace}/{self.decode.name}"
+            if self.decode
+            else f"{self.namespace} (workload by discovery)"
+        )
+        return f"{self.name} → {where}"
+
     def target_labels(self) -> dict[str, str]:
         """The entry's target as alert labels (only the keys it names)."""
         values = {
@@ -137,6 +146,13 @@ class Catalog(_Strict):
     def match(self, labels: Mapping[str, str]) -> ServiceEntry | None:
         """The first entry whose matchers all hold for *labels*, or None."""
         return next((entry for entry in self.services if entry.matches(labels)), None)
+
+    def describe(self, labels: Mapping[str, str]) -> str | None:
+        """Where the first matching entry puts an alert with *labels* (`bot.coverage.CatalogLookup`)."""
+        entry = self.match(labels)
+        if entry is None:
+            return None
+        return f"{entry.describe_target()} (entry matched on {entry.describe_match(labels)})"
 
 
 EMPTY = Catalog(version=1)

@@ -3,16 +3,20 @@
 Usage::
 
     incident-bot coverage FILE_OR_DIR... [--json] [--strict] [--policy FILE] [--runbooks DIR]
+                                         [--catalog FILE]
 
 Each FILE is a Prometheus rule file, a PrometheusRule manifest, a multi-document YAML or a List of
 them; a directory stands for its ``*.yaml`` / ``*.yml`` files. For every alerting rule it prints the
 status (covered / notify only / NOT COVERED), the severity and the policy rule behind it (from the
 rule's static labels: no live signals), the runbooks that would start, how the target would be
-resolved, and renamed or removed metric names with their replacement; then a summary line.
+resolved (the service catalog entry the rule's static labels match, else labels / discovery / what a
+catalog entry would have to match on), and renamed or removed metric names with their replacement;
+then a summary line.
 
 Bad files: each unreadable or invalid file gets one line on stderr (``error: FILE: why``); the good
 files are still reported, and the exit status is 2. Exit status: 0 all good; 1 with ``--strict`` when an
-alert is NOT COVERED or relies on a renamed/removed metric; 2 a bad file, policy or runbooks directory.
+alert is NOT COVERED or relies on a renamed/removed metric; 2 a bad file, policy, catalog or runbooks
+directory.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import bot.steps  # noqa: F401  (registers the step types the runbooks are checked against)
+from bot.catalog import Catalog, load_catalog
 from bot.coverage import AlertCoverage, Summary, evaluate, parse_rules
 from bot.errors import ConfigError
 from bot.plan.schema import Runbook, load_runbooks
@@ -42,8 +47,8 @@ status:
 
 --strict exits 1 when any alert is NOT COVERED or relies on a renamed/removed metric (a metric kept
 only as a fallback beside its replacement, `new or old`, is reported but not counted).
-Exit 2: a file, the policy or the runbooks directory cannot be read or is invalid (the other files
-are still reported).
+Exit 2: a file, the policy, the service catalog or the runbooks directory cannot be read or is
+invalid (the other files are still reported).
 """
 
 
@@ -69,6 +74,13 @@ def add_coverage_parser(
     )
     parser.add_argument(
         "--runbooks", metavar="DIR", type=Path, help="runbooks directory (default: RUNBOOKS_DIR)"
+    )
+    parser.add_argument(
+        "--catalog",
+        metavar="FILE",
+        type=Path,
+        help="service catalog YAML the targets are looked up in (default: CATALOG, the shipped "
+        "bot/policy/catalog.yaml)",
     )
     parser.set_defaults(handler=run_coverage)
     return parser
@@ -96,7 +108,7 @@ def _read(path: Path) -> list[Any]:
 
 
 def evaluate_files(
-    paths: list[Path], policy: SeverityPolicy, runbooks: list[Runbook]
+    paths: list[Path], policy: SeverityPolicy, runbooks: list[Runbook], catalog: Catalog | None = None
 ) -> tuple[dict[str, list[AlertCoverage]], list[str]]:
     """Coverage of each readable file (by path, in order) and one error line per bad file."""
     report: dict[str, list[AlertCoverage]] = {}
@@ -108,7 +120,8 @@ def evaluate_files(
         except ValueError as exc:
             errors.append(f"error: {path}: {exc}")
             continue
-        report[str(path)] = [evaluate(rule, policy, runbooks) for rule in rules]
+        lookup = catalog.describe if catalog is not None and catalog.services else None
+        report[str(path)] = [evaluate(rule, policy, runbooks, lookup) for rule in rules]
     if not files:
         errors.append(f"error: no .yaml/.yml files in {', '.join(map(str, paths))}")
     return report, errors
@@ -127,10 +140,11 @@ def run_coverage(
     try:
         policy = load_policy(args.policy or settings.severity_policy)
         runbooks = list(load_runbooks(args.runbooks or settings.runbooks_dir).values())
+        catalog = load_catalog(args.catalog or settings.catalog)
     except ConfigError as exc:
         print(f"error: {str(exc).splitlines()[0]}" + _more(str(exc)), file=err)
         return EXIT_BAD_INPUT
-    report, errors = evaluate_files(list(args.files), policy, runbooks)
+    report, errors = evaluate_files(list(args.files), policy, runbooks, catalog)
     for line in errors:
         print(line, file=err)
     rows = [row for items in report.values() for row in items]

@@ -9,14 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import bot.steps  # noqa: F401  (registers the shipped step types: lint and plan check against them)
+from bot.catalog import load_catalog
 from bot.errors import ConfigError
-from bot.models import AlertmanagerWebhook
-from bot.plan.schema import lint_paths, load_runbooks
+from bot.models import AlertmanagerWebhook, Severity
+from bot.plan.schema import Runbook, lint_paths, load_runbooks
 from bot.plan.select import MissingParameter, plan, resolve_parameters, select
+from bot.runbook.targets import TargetResolver
 from bot.settings import Settings
 from bot.severity import AlertView, classify, load_policy, most_severe_classification
 
@@ -39,6 +42,9 @@ def add_runbook_parser(
         "--alert", required=True, help="Alertmanager webhook body or one alert (JSON; - for stdin)"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--catalog", type=Path, metavar="FILE", help="service catalog for targets (default: CATALOG)"
+    )
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("run", help="run a runbook for an incident in this process")
@@ -103,14 +109,12 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
         [classify(AlertView(labels=labels, annotations={}), None, policy) for labels in label_sets]
     ).severity
     runbooks = load_runbooks(settings.runbooks_dir)
-    plans: list[dict[str, Any]] = []
-    for selection in select(runbooks.values(), label_sets, severity):
-        try:
-            params = resolve_parameters(selection.runbook, selection.labels)
-        except MissingParameter as exc:
-            plans.append({"runbook": selection.runbook.name, "error": str(exc)})
-            continue
-        plans.append(plan(selection.runbook, selection.labels, severity, params).as_dict())
+    # The catalog only: a plan never queries the cluster (discovery runs when the run starts).
+    resolver = TargetResolver(load_catalog(args.catalog or settings.catalog), None)
+    plans = [
+        _plan_one(resolver, s.runbook, s.labels, severity)
+        for s in select(runbooks.values(), label_sets, severity)
+    ]
     if args.json:
         print(json.dumps({"severity": severity.value, "plans": plans}, indent=2, default=str))
         return EXIT_OK
@@ -122,6 +126,8 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
             print(f"runbook {item['runbook']}: cannot start: {item['error']}")
             continue
         print(f"runbook {item['runbook']} (severity {severity.value})")
+        if item["target"]["source"] not in ("", "alert labels"):
+            print(f"  target: {item['target']['target']} via {item['target']['source']}")
         print(f"  parameters: {json.dumps(item['parameters'], sort_keys=True)}")
         if item["escalation"]:
             print(f"  escalates: {item['escalation']}")
@@ -131,6 +137,27 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
             gate = " [approval]" if s["approval"] else ""
             print(f"  {number:>2}. {s['id']:<18} {s['type']:<20} {kind:<5} {fate}{gate}")
     return EXIT_OK
+
+
+def _plan_one(
+    resolver: TargetResolver, runbook: Runbook, labels: Mapping[str, str], severity: Severity
+) -> dict[str, Any]:
+    """One runbook's plan with its target from the labels or the catalog, or why it cannot start."""
+    resolution = resolver.resolve(labels)
+    tried = [t for t in resolution.tried if not t.startswith("discovery is off")]
+    try:
+        params = resolve_parameters(runbook, resolution.labels)
+    except MissingParameter as exc:
+        why = "; ".join([str(exc), *tried])
+        return {
+            "runbook": runbook.name,
+            "error": f"{why}; at run time discovery may still find the target, else the run waits for "
+            f"a person (/incident runbook INC-… {runbook.name} key=value …)",
+            "target": {"target": None, "source": resolution.source, "tried": tried},
+        }
+    item = plan(runbook, resolution.labels, severity, params).as_dict()
+    item["target"] = {"target": resolution.target, "source": resolution.source, "tried": tried}
+    return item
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:

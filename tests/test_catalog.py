@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,20 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
 def test_model_label() -> None:
     assert model_label("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama-llama-3.1-8b-instruct"
     assert isinstance(parse_catalog("version: 1\n"), Catalog)
+
+
+def test_the_readme_catalog_example_is_valid() -> None:
+    readme = Path("README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Service catalog: where an alert's target comes from") :]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert example is not None
+    catalog = parse_catalog(example.group(1), "README.md")
+    assert [e.name for e in catalog.services] == ["llm-d", "llama-by-model"]
+    assert catalog.describe({"service": "llm-d", "team": "sre"}) == (
+        "llm-d → llm-d/ms-decode (entry matched on service=llm-d, team=sre)"
+    )
+    model_only = {"model_name": "meta-llama/Llama-3.1-8B-Instruct", "pod": "ms-decode-0"}
+    assert catalog.describe(model_only) == (
+        "llama-by-model → llm-d (workload by discovery) (entry matched on model_name="
+        "meta-llama/Llama-3.1-8B-Instruct, pod=ms-decode-0)"
+    )

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 import bot.steps  # noqa: F401  (registers the step types the runbooks use)
 from bot.cli import main
 from bot.plan.schema import load_runbooks
 from bot.plan.select import select
 from bot.severity import classify, load_policy, notify_only_rule
+from tests.support.prometheus import require_binary
 
 POLICY = load_policy("bot/policy/severity.yaml")
 RUNBOOKS = list(load_runbooks(Path("runbooks")).values())
@@ -200,3 +203,136 @@ def test_coverage_bad_file_exit_2_one_line_and_good_files_still_reported(
     unknown.write_text("groups:\n  - name: g\n    rules:\n      - alert: Mystery\n        expr: up == 0\n")
     assert main(["coverage", "--strict", str(unknown)]) == 1
     assert "Mystery: NOT COVERED, P3 by (default: no rule matched)" in capsys.readouterr().out
+
+
+def test_coverage_reads_the_service_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    guide = "tests/fixtures/rules/guide-rules.yaml"
+    # The shipped catalog is empty: the guide's rules (no namespace, no pod) need an entry.
+    assert main(["coverage", "--json", guide]) == 0
+    before = json.loads(capsys.readouterr().out)["files"][0]["alerts"]
+    assert not [a for a in before if "from the service catalog" in a["target"]]
+    assert (
+        "needs a service catalog entry (matching on service, team): the rule keeps no namespace or pod label"
+        in {a["target"] for a in before}
+    )
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        "version: 1\n"
+        "services:\n"
+        "  - name: chat\n"
+        "    match: {service: chat}\n"
+        "    namespace: chat-prod\n"
+        "    decode: chat-decode\n"
+        "  - name: llm-d-prod\n"
+        "    match: {service: llm-d, team: {regex: 'sre|platform'}}\n"
+        "    namespace: inference\n"
+        "    decode: {name: ms-decode, kind: LeaderWorkerSet}\n"
+        "    prefill: ms-prefill\n"
+    )
+    assert main(["coverage", "--json", "--catalog", str(catalog), guide]) == 0
+    after = json.loads(capsys.readouterr().out)["files"][0]["alerts"]
+    assert len(after) == 6
+    assert {a["target"] for a in after} == {
+        "from the service catalog: llm-d-prod → inference/ms-decode"
+        " (entry matched on service=llm-d, team=sre)"
+    }
+    # Text output too; an entry without a workload leaves the workload to discovery.
+    catalog.write_text(
+        "version: 1\nservices:\n  - name: ns-only\n    match: {team: sre}\n    namespace: llm-d\n"
+    )
+    assert main(["coverage", "--catalog", str(catalog), guide]) == 0
+    out = capsys.readouterr().out
+    assert out.count("target: from the service catalog: ns-only → llm-d (workload by discovery)") == 6
+    # A broken catalog is a bad input (exit 2, one line), like a broken policy.
+    catalog.write_text("version: 1\nservices:\n  - name: x\n    match: {}\n    namespace: llm-d\n")
+    assert main(["coverage", "--catalog", str(catalog), guide]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+LLMD_23 = [
+    "LLMDHighErrorRate", "LLMDModelHighErrorRate", "LLMDSchedulerDown", "LLMDNoHealthyBackends",
+    "LLMDExtremeTTFT", "LLMDElevatedErrorRate", "LLMDHighLatencyP99", "LLMDHighTTFT",
+    "LLMDHighPreemptions", "LLMDKVCacheSaturation", "LLMDRequestQueueBuildup",
+    "LLMDLowPrefixCacheHitRate", "LLMDGPUUnderutilization", "LLMDPrefillDecodeImbalance",
+    "LLMDPrefillQueueSaturation", "LLMDDecodeKVCacheCritical", "LLMDAvailabilitySLOBurn",
+    "LLMDLatencySLOViolation", "LLMDTTFTSLO", "LLMDPodRestartLoop", "LLMDMemoryPressure",
+    "LLMDLowReplicaCount", "LLMDPodsPending",
+]  # fmt: skip
+KUBE_8 = [
+    "KubePodCrashLooping", "KubePodNotReady", "KubeDeploymentReplicasMismatch",
+    "KubeDeploymentRolloutStuck", "KubeStatefulSetReplicasMismatch", "KubeHpaMaxedOut",
+    "KubeContainerWaiting", "TargetDown",
+]  # fmt: skip
+LLMD_RULES = Path("tests/fixtures/rules/llmd-prometheusrule.yaml")
+KUBE_RULES = Path("tests/fixtures/rules/kube-prometheus.yaml")
+
+
+def _coverage_json(path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, object]]:
+    code = main(["coverage", "--strict", "--json", str(path)])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0, json.dumps(data["summary"])
+    assert data["errors"] == [] and data["summary"]["not_covered"] == 0 and data["summary"]["outdated"] == 0
+    return {a["alert"]: a for a in data["files"][0]["alerts"]}
+
+
+def _acts_or_notifies(row: dict[str, object]) -> None:
+    assert row["severity"] in {"P0", "P1", "P2", "P3"}
+    if row["status"] == "notify only":
+        assert row["runbooks"] == [] and row["notify_only"] and "notify only" in str(row["explanation"])
+    else:
+        assert row["status"] == "covered" and row["runbooks"], row
+
+
+def test_coverage_strict_on_llmd_prometheusrule(capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = yaml.safe_load(LLMD_RULES.read_text())
+    assert manifest["apiVersion"] == "monitoring.coreos.com/v1" and manifest["kind"] == "PrometheusRule"
+    rules = [r for g in manifest["spec"]["groups"] for r in g["rules"]]
+    assert all(r["labels"]["team"] == "inference-platform" for r in rules)
+    assert {r["labels"]["severity"] for r in rules} == {"critical", "warning"}
+    rows = _coverage_json(LLMD_RULES, capsys)
+    assert sorted(rows) == sorted(LLMD_23)
+    for name, row in rows.items():
+        _acts_or_notifies(row)
+        assert row["rule"], f"{name} fell through to the default level"
+    # The guide's levels where llm-d's rules say the same thing.
+    assert rows["LLMDSchedulerDown"]["severity"] == "P0" and rows["LLMDNoHealthyBackends"]["severity"] == "P0"
+    assert rows["LLMDHighErrorRate"]["runbooks"] == ["high-error-rate"]
+    assert rows["LLMDLowPrefixCacheHitRate"]["status"] == "notify only"
+    assert rows["LLMDPodsPending"]["runbooks"] == ["pods-pending"]
+
+
+def test_coverage_strict_on_kube_prometheus_rules(capsys: pytest.CaptureFixture[str]) -> None:
+    rules = [r for g in yaml.safe_load(KUBE_RULES.read_text())["groups"] for r in g["rules"]]
+    assert all(set(r["labels"]) == {"severity"} for r in rules)  # the rest comes from the series
+    rows = _coverage_json(KUBE_RULES, capsys)
+    assert sorted(rows) == sorted(KUBE_8)
+    for name, row in rows.items():
+        _acts_or_notifies(row)
+        if name != "TargetDown":
+            assert row["rule"], f"{name} fell through to the default level"
+    assert rows["KubeDeploymentRolloutStuck"]["runbooks"] == ["rollout-stuck"]
+    assert rows["KubeHpaMaxedOut"]["status"] == "notify only"
+    # TargetDown's level depends on the `job` its series carry (vLLM / EPP / anything else): the static
+    # labels alone say nothing, so the report names the run-time rules instead of a silent P3.
+    variants = " | ".join(map(str, rows["TargetDown"]["variants"]))
+    assert "epp-target-down" in variants and "vllm-target-down" in variants
+
+
+def test_fixture_rule_files_pass_promtool(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    manifest = yaml.safe_load(LLMD_RULES.read_text())
+    extracted = tmp_path / "llmd-rules.yaml"
+    extracted.write_text(yaml.safe_dump({"groups": manifest["spec"]["groups"]}))
+    plain = [KUBE_RULES, *sorted(Path("tests/fixtures/rules").glob("*.yaml"))]
+    plain = [p for p in dict.fromkeys(plain) if p != LLMD_RULES]
+    for path in [*plain, extracted]:
+        proc = subprocess.run(
+            [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert proc.returncode == 0, f"{path}: {proc.stdout}{proc.stderr}"
+    assert (
+        "SUCCESS: 23 rules found"
+        in subprocess.run(
+            [promtool, "check", "rules", str(extracted)], capture_output=True, text=True, check=True
+        ).stdout
+    )

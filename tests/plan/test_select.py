@@ -80,7 +80,8 @@ def test_plan_shows_approval_gates_by_severity(tmp_path: Path, capsys: pytest.Ca
 
 def test_plan_text_and_no_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "a.json"
-    path.write_text(json.dumps({"labels": {"alertname": "VLLMServiceDown", "namespace": "llm-d"}}))
+    labels = {"alertname": "VLLMServiceDown", "namespace": "llm-d", "deployment": "vllm-decode"}
+    path.write_text(json.dumps({"labels": labels}))
     assert main(["runbook", "plan", "--alert", str(path)]) == 0
     text = capsys.readouterr().out
     assert "runbook service-down (severity P0)" in text
@@ -88,3 +89,36 @@ def test_plan_text_and_no_match(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path.write_text(json.dumps({"labels": {"alertname": "SomethingElse"}}))
     assert main(["runbook", "plan", "--alert", str(path)]) == 0
     assert "no runbook matches" in capsys.readouterr().out
+    # Without a deployment label the plan does not guess one (the shipped runbooks have no default target).
+    path.write_text(json.dumps({"labels": {"alertname": "VLLMServiceDown", "namespace": "llm-d"}}))
+    assert main(["runbook", "plan", "--alert", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "runbook service-down: cannot start" in out and "no value for deployment" in out
+    assert "vllm-decode" not in out
+
+
+def test_plan_takes_the_target_from_the_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The guide's LLMDHighLatency has no namespace: the plan uses the catalog, as a run would."""
+    path = tmp_path / "a.json"
+    guide = {"alertname": "LLMDHighLatency", "severity": "warning", "service": "llm-d", "team": "sre"}
+    path.write_text(json.dumps({"labels": guide}))
+    assert main(["runbook", "plan", "--alert", str(path), "--json"]) == 0
+    (parked,) = json.loads(capsys.readouterr().out)["plans"]
+    assert parked["runbook"] == "high-latency" and "no value for namespace" in parked["error"]
+    assert "the catalog is empty" in parked["error"] and "waits for a person" in parked["error"]
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        "version: 1\nservices:\n  - name: prod\n    match: {service: llm-d}\n"
+        "    namespace: inference\n    decode: ms-decode\n    prefill: ms-prefill\n"
+    )
+    assert main(["runbook", "plan", "--alert", str(path), "--catalog", str(catalog), "--json"]) == 0
+    (item,) = json.loads(capsys.readouterr().out)["plans"]
+    assert "error" not in item, item
+    assert item["parameters"]["namespace"] == "inference"
+    assert item["parameters"]["decode_deployment"] == "ms-decode"
+    assert item["parameters"]["prefill_deployment"] == "ms-prefill"
+    assert item["target"]["source"] == "catalog entry 'prod' (service=llm-d)"
+    steps = {s["id"]: s for s in item["steps"]}
+    assert steps["scale_decode"]["params"]["deployment"] == "ms-decode"
+    assert main(["runbook", "plan", "--alert", str(path), "--catalog", str(catalog)]) == 0
+    assert "  target: inference/ms-decode via catalog entry 'prod' (service=llm-d)" in capsys.readouterr().out

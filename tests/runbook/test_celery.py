@@ -105,9 +105,9 @@ def test_intake_starts_the_matching_runbook_once(
     monkeypatch.setattr(
         runbook_tasks, "get_settings", lambda: rb_settings.model_copy(update={"runbook_auto_run": True})
     )
-    body = AlertmanagerWebhook.model_validate(notification([alert("VLLMHighQueueDepth")])).model_dump(
-        mode="json"
-    )
+    body = AlertmanagerWebhook.model_validate(
+        notification([alert("VLLMHighQueueDepth", deployment="vllm-decode")])
+    ).model_dump(mode="json")
     key = AlertmanagerWebhook.model_validate(body).idempotency_key()
     for _ in range(2):  # the second is a redelivery
         app.send_task(

@@ -204,3 +204,58 @@ def test_unknown_override_is_refused(
     incident = open_without_target(store)
     with pytest.raises(Exception, match="unknown parameter"):
         engine.create_run(incident.id, PODS.name, overrides=bad)
+
+
+#: The shipped runbooks that used to fall back to namespace llm-d / deployment vllm-decode, each with
+#: one of its guide/llm-d triggers and the name of its decode-workload parameter.
+FORMERLY_DEFAULTED = [
+    ("service-down", "LLMDServiceDown", "deployment"),
+    ("high-error-rate", "LLMDHighErrorRate", "deployment"),
+    ("high-latency", "LLMDHighLatency", "decode_deployment"),
+    ("kv-cache-exhaustion", "LLMDKVCacheOverflow", "deployment"),
+    ("memory-pressure", "LLMDMemoryPressure", "deployment"),
+    ("gpu-exhaustion", "GPUMemoryExhausted", "deployment"),
+    ("low-cache-hit", "VLLMLowPrefixCacheHitRate", "deployment"),
+    ("model-loading", "VLLMModelLoadFailed", "deployment"),
+]
+
+
+@pytest.mark.parametrize(("book", "alertname", "workload_param"), FORMERLY_DEFAULTED)
+def test_shipped_runbook_without_any_target_waits_for_a_person(
+    sandbox: Sandbox,
+    make_engine: EngineFactory,
+    store: IncidentStore,
+    rb_settings: Any,
+    book: str,
+    alertname: str,
+    workload_param: str,
+) -> None:
+    """No namespace/deployment label, no catalog entry, discovery finds nothing: park, never guess."""
+    from bot.plan.schema import load_runbooks
+
+    shipped = load_runbooks(rb_settings.runbooks_dir)
+    assert alertname in shipped[book].match.alertnames
+    engine = make_engine(runbooks=shipped)
+    # Discovery may search only a namespace that holds no llm-d pods, so it finds nothing.
+    engine.targets = resolver(sandbox, namespaces=("quiet",))
+    body = alert(alertname, severity="critical", service="chat", team="search")
+    del body["labels"]["namespace"]
+    payload = notification([body], group_key=f'{{}}:{{alertname="{alertname}"}}')
+    payload["commonLabels"] = dict(body["labels"])
+    webhook = AlertmanagerWebhook.model_validate(payload)
+    incident_id = store.apply_notification(webhook, webhook.idempotency_key()).incident_id
+    assert incident_id is not None
+    sandbox.kube.clear_requests()
+
+    run, created = engine.create_run(incident_id, book, trigger="automatic")
+    assert created and run.status is RunStatus.NEEDS_TARGET and run.params == {}
+    assert run.target["missing"] == ["namespace", workload_param]
+    assert "no catalog entry matched" not in run.reason and "the catalog is empty" in run.reason
+    assert f"no value for namespace (label 'namespace'), {workload_param} (label 'deployment')" in run.reason
+    message = next(t.message for t in store.timeline(incident_id) if t.kind == "runbook_needs_target")
+    assert f"namespace=… {workload_param}=…" in message
+    # Nothing was read from or done to the old default workload.
+    assert "vllm-decode" not in message and "vllm-decode" not in str(run.labels)
+    assert sandbox.kube.count("GET", DEPLOYMENT_PATH) == 0
+    assert sandbox.kube.count("PATCH", DEPLOYMENT_PATH, mutating=True) == 0
+    assert engine.execute_step(run.id, 0).status is RunStatus.NEEDS_TARGET

@@ -32,6 +32,7 @@ T = TypeVar("T")
 
 INSTALL_HINT = {
     "prometheus": "apt-get install prometheus",
+    "promtool": "apt-get install prometheus",
     "alertmanager": "apt-get install prometheus-alertmanager",
     "prometheus-alertmanager": "apt-get install prometheus-alertmanager",
 }
