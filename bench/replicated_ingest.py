@@ -38,9 +38,9 @@ def redis_server(port: int, workdir: Path, *extra: str) -> subprocess.Popen[byte
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     data = workdir / str(port)
     data.mkdir()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        + ["--dir", str(data), *extra],
+        [*args, "--dir", str(data), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -132,7 +132,8 @@ def main() -> int:
     delta = summary["on"]["p99_ms"] - summary["off"]["p99_ms"]
     print(f"WAIT 1 / no WAIT throughput (medians): {ratio:.2f}; p99 {delta:+.1f} ms")
     print("2xx answered without a message in Redis: " + ("none" if lost == 0 else f"{lost} LOST"))
-    print(json.dumps({**summary, "ratio_rps": round(ratio, 3), "p99_delta_ms": round(delta, 2), "runs": runs}))
+    figures = {**summary, "ratio_rps": round(ratio, 3), "p99_delta_ms": round(delta, 2)}
+    print(json.dumps({**figures, "runs": runs}))
     return 0 if lost == 0 else 1
 
 

@@ -207,6 +207,11 @@ def test_policy_configmap_is_the_shipped_policy() -> None:
     policy = next(o for o in objects if o["metadata"]["name"].startswith("incident-bot-policy"))
     shipped = (ROOT / "bot" / "policy" / "severity.yaml").read_text()
     assert policy["data"]["severity.yaml"] == shipped
+    # the service catalog ships beside it, and CATALOG points at the mounted key
+    assert policy["data"]["catalog.yaml"] == (ROOT / "bot" / "policy" / "catalog.yaml").read_text()
+    config = next(o for o in objects if o["metadata"]["name"].startswith("incident-bot-config"))
+    catalog, severity = Path(config["data"]["CATALOG"]), Path(config["data"]["SEVERITY_POLICY"])
+    assert catalog.parent == severity.parent and catalog.name == "catalog.yaml"
 
 
 def test_managed_namespace_unit_repeats_for_another_namespace(tmp_path: Path) -> None:
