@@ -365,6 +365,8 @@ class SlackService:
         kwargs = {**a, "actor": actor}
         task_id = self.sender.send(tasknames.ROLLBACK_REQUEST, kwargs=kwargs)
         target = f"{a['namespace']}/{a['deployment']}"
+        if a.get("kind"):
+            target = f"{a['kind']} {target}"
         rev = f" to revision {a['to_revision']}" if a["to_revision"] else " to the previous revision"
         if a["incident_id"]:
             self.store.append_timeline(
