@@ -239,7 +239,8 @@ def build_preview(
     if target.revision == current_rev or _is_current(kind, target, live):
         raise Refused(
             "target_is_current",
-            f"revision {target.revision} of {target_name} is what runs now; nothing to roll back",
+            f"{revision_label({'revision': target.revision}, target.replicaset)} of {target_name} is what "
+            "runs now; nothing to roll back",
         )
     source = target.replicaset if target.revision == 0 else ""
     try:
