@@ -735,10 +735,10 @@ class RollbackFlow:
 
 
 # --- template contexts (pure) ---------------------------------------------------------------------
-def _revision(view: dict[str, Any], source: str = "") -> dict[str, Any]:
+def _revision(view: dict[str, Any], source: str = "", kind: str = "Deployment") -> dict[str, Any]:
     return {
         "revision": view.get("revision"),
-        "label": escape(revision_label(view, source), 200),
+        "label": escape(revision_label(view, source, kind), 200),
         "age": age_text(view.get("age_s")),
         "images": escape(", ".join(view.get("images") or []), 500),
     }
@@ -763,8 +763,8 @@ def request_context(req: RollbackRequest, now: datetime) -> dict[str, Any]:
         "approved_by": actor_mention(req.approved_by) if req.approved_by else None,
         "reason": escape(req.reason, 1000),
         "has_preview": bool(p),
-        "current": _revision(p.get("current") or {}),
-        "target_rev": _revision(p.get("target") or {}, str(p.get("source") or "")),
+        "current": _revision(p.get("current") or {}, "", req.kind),
+        "target_rev": _revision(p.get("target") or {}, str(p.get("source") or ""), req.kind),
         "kind": escape(str(p.get("kind") or req.kind), 40),
         "helm_lines": _helm_lines(p.get("helm")),
         "changes": changes[:25],

@@ -280,11 +280,13 @@ def age_text(seconds: float | None) -> str:
     return f"{s / 86400:.0f} d ago"
 
 
-def revision_label(view: Mapping[str, Any], source: str = "") -> str:
-    """``revision 3``, or where a template the cluster no longer keeps comes from."""
+def revision_label(view: Mapping[str, Any], source: str = "", kind: str = "Deployment") -> str:
+    """``revision 3`` (``template revision 3`` for a kind whose history is ControllerRevisions), or where a
+    template the cluster no longer keeps comes from."""
     if not view.get("revision") and source:
         return source
-    return f"revision {view.get('revision')}"
+    word = "template revision" if kind in ("LeaderWorkerSet", "StatefulSet") else "revision"
+    return f"{word} {view.get('revision')}"
 
 
 def preview_lines(p: dict[str, Any]) -> list[str]:
@@ -298,8 +300,8 @@ def preview_lines(p: dict[str, Any]) -> list[str]:
     )
     lines = [
         f"Rollback of {what}",
-        f"  current: {revision_label(cur)} ({age_text(cur['age_s'])}): {', '.join(cur['images'])}",
-        f"  target:  {revision_label(tgt, p.get('source', ''))} ({age_text(tgt['age_s'])}): "
+        f"  current: {revision_label(cur, '', kind)} ({age_text(cur['age_s'])}): {', '.join(cur['images'])}",
+        f"  target:  {revision_label(tgt, p.get('source', ''), kind)} ({age_text(tgt['age_s'])}): "
         f"{', '.join(tgt['images'])}",
         "  changes:",
     ]

@@ -10,7 +10,7 @@ import base64
 import datetime as dt
 import gzip
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -113,7 +113,7 @@ def seed_release_history(
     cluster: Cluster,
     namespace: str,
     release: str,
-    revisions: list[tuple[str, list[Mapping[str, Any]], dt.datetime]],
+    revisions: Sequence[tuple[str, Sequence[Mapping[str, Any]], dt.datetime]],
     *,
     chart: str = "llm-d-modelservice",
     app_version: str = "v0.2.0",
