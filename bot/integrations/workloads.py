@@ -417,19 +417,23 @@ def statefulset_status(obj: Mapping[str, Any]) -> RolloutStatus:
     replicas = _int(spec.get("replicas", 1))
     ready, updated = _int(status.get("readyReplicas")), _int(status.get("updatedReplicas"))
     generation, observed = _int(meta.get("generation")), _int(status.get("observedGeneration"))
-    rolling = ((spec.get("updateStrategy") or {}).get("rollingUpdate")) or {}
-    partition = _int(rolling.get("partition"))
+    rolling = (spec.get("updateStrategy") or {}).get("rollingUpdate")
     complete = False
     if observed == 0 or generation > observed:
         message = "Waiting for statefulset spec update to be observed..."
     elif ready < replicas:
         message = f"Waiting for {replicas - ready} pods to be ready..."
-    elif partition and updated < replicas - partition:
-        message = (
-            f"Waiting for partitioned roll out to finish: {updated} out of {replicas - partition} "
-            "new pods have been updated..."
-        )
-    elif not partition and status.get("updateRevision") != status.get("currentRevision"):
+    elif isinstance(rolling, dict):  # kubectl: a rollingUpdate block means a partitioned roll out
+        partition = _int(rolling.get("partition"))
+        if "partition" in rolling and updated < replicas - partition:
+            message = (
+                f"Waiting for partitioned roll out to finish: {updated} out of {replicas - partition} "
+                "new pods have been updated..."
+            )
+        else:
+            complete = True
+            message = f"partitioned roll out complete: {updated} new pods have been updated..."
+    elif status.get("updateRevision") != status.get("currentRevision"):
         message = (
             f"waiting for statefulset rolling update to complete {updated} pods at revision "
             f"{status.get('updateRevision')}..."
@@ -437,10 +441,8 @@ def statefulset_status(obj: Mapping[str, Any]) -> RolloutStatus:
     else:
         complete = True
         message = (
-            f"partitioned roll out complete: {updated} new pods have been updated..."
-            if partition
-            else f"statefulset rolling update complete {updated} pods at revision "
-            f"{status.get('currentRevision')}..."
+            f"statefulset rolling update complete {status.get('currentReplicas', updated)} pods at revision "
+            f"{status.get('updateRevision')}..."
         )
     return RolloutStatus(
         name, str(meta.get("namespace", "")), complete, False, message, generation, observed,
