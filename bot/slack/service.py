@@ -458,8 +458,9 @@ class SlackService:
             revision = (
                 f" --to-revision {shlex.quote(str(data['to_revision']))}" if data.get("to_revision") else ""
             )
+            kind = f" --kind {shlex.quote(str(data['kind']))}" if data.get("kind") else ""
             return self._run(
-                parse(f"rollback {shlex.quote(target)}{revision} --incident {inc_id}"), user, team
+                parse(f"rollback {shlex.quote(target)}{revision}{kind} --incident {inc_id}"), user, team
             )
         if action_id in (ACTION_APPROVE, ACTION_DENY):
             decision = "approve" if action_id == ACTION_APPROVE else "deny"
