@@ -92,3 +92,37 @@ def test_steps_act_on_the_kind_and_read_helm_history(
         assert "scaled llm-d/vllm-multinode 2 -> 3" in text and "scaled llm-d/prefill-sts 1 -> 2" in text
         assert sandbox.kube.count("PATCH", LWS_SCALE, mutating=True) == 1
         assert out["sts_status"]["complete"] is True
+
+
+UNAWARE = parse_runbook(
+    """
+name: unaware
+description: a runbook written for Deployments (no kind anywhere)
+match: {alertnames: [TestAlert]}
+parameters:
+  namespace: {label: namespace}
+  deployment: {label: deployment}
+steps:
+  - id: target
+    type: k8s.get_pods
+    params: {namespace: "${params.namespace}", deployment: "${params.deployment}"}
+  - id: other
+    type: k8s.get_pods
+    params: {namespace: llm-d, deployment: vllm-decode}
+""",
+    "unaware.yaml",
+)
+
+
+def test_a_step_on_the_run_target_takes_the_target_kind(
+    sandbox: Sandbox, make_engine: EngineFactory, store: IncidentStore
+) -> None:
+    engine = make_engine(runbooks={"unaware": UNAWARE})
+    incident = open_incident(
+        store, "TestAlert", namespace="llm-d", deployment="vllm-multinode", workload_kind="LeaderWorkerSet"
+    )
+    run, _ = engine.create_run(incident.id, "unaware")
+    final = engine.run_inline(run.id, max_seconds=60)
+    assert final.status is RunStatus.SUCCEEDED, story(store, incident.id)
+    assert final.outputs["target"]["total"] == 4, "the LeaderWorkerSet's leader and worker pods"
+    assert final.outputs["other"]["total"] == 1, "another workload keeps the default kind (Deployment)"
