@@ -38,7 +38,6 @@ from bot.integrations.kube import (
     NoRolloutHistory,
     PodSummary,
     RevisionInfo,
-    RolloutPaused,
     RolloutStatus,
     ScaleResult,
     UndoResult,
@@ -642,9 +641,3 @@ def workload_for(kube: KubeClient, kind: str | None, *, fallback: TemplateFallba
     if kind == "Rollout":
         return ArgoRolloutWorkload(kube)
     raise KubeRejected(f"unknown workload kind {kind!r} (known: {', '.join(KINDS)})")
-
-
-def refuse_paused(summary: DeploymentSummary, action: str) -> None:
-    """Restart and undo refuse a paused workload, as kubectl does."""
-    if summary.paused:
-        raise RolloutPaused(f"can't {action} paused {summary.namespace}/{summary.name} (resume it first)")
