@@ -14,13 +14,15 @@ from bot.integrations.workloads import LeaderWorkerSetWorkload
 from bot.rollback.preview import preview_lines
 from bot.rollback.state import State
 from bot.sandbox.sandbox import Sandbox, SandboxConfig
+from bot.sandbox.slack_emulator import SlackEmulator, to_console
 from bot.sandbox.workload_controllers import vllm_statefulset
-from tests.rollback.conftest import GOOD, NS, FlowFactory
+from tests.rollback.conftest import GOOD, NS, FlowFactory, roll_out
 from tests.support.slack import APPROVER
 
 pytestmark = pytest.mark.integration
 LWS = "vllm-multinode"
 BAD = "vllm/vllm-openai:v0.9.9-bad"
+LOW = "C0LOW00001"  # #incidents-low: where a request without an incident is posted
 LWS_PATH = rf"/apis/leaderworkerset.x-k8s.io/v1/namespaces/{NS}/leaderworkersets/{LWS}"
 
 
@@ -119,3 +121,18 @@ def test_statefulset_rollback_previews_and_verifies(sandbox: Sandbox, make_flow:
     assert done.state is State.VERIFIED, done.reason
     sts = cluster.get("StatefulSet", NS, "vllm-prefill-sts")
     assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == GOOD
+
+
+def test_helm_managed_deployment_preview_names_the_release_and_helm_rollback(
+    sandbox: Sandbox, make_flow: FlowFactory, emulator: SlackEmulator
+) -> None:
+    roll_out(sandbox)  # a kubectl-style change of the Helm-managed vllm-decode
+    req = make_flow().request(NS, "vllm-decode", actor=f"slack:{APPROVER}")
+    assert req.state is State.PREVIEWED, req.reason
+    helm = req.preview["helm"]
+    assert (helm["release"], helm["current_revision"], helm["previous_revision"]) == ("llm-d", 2, 1)
+    assert helm["change"] == "release llm-d rev 1 → 2, chart 1.3.0 → 1.3.1, deployed 3 days ago"
+    text = "\n".join(to_console({"blocks": m.blocks}) for m in emulator.channel_messages(LOW))
+    assert "Helm: release llm-d rev 1 → 2, chart 1.3.0 → 1.3.1, deployed 3 days ago" in text, text
+    assert "reverted by the next `helm upgrade`" in text and "`helm rollback llm-d 1 -n llm-d`" in text, text
+    assert "current: revision 2" in "\n".join(preview_lines(req.preview)), "a Deployment keeps 'revision'"
