@@ -1,4 +1,4 @@
-"""`incident-bot rollback NAMESPACE/DEPLOYMENT [--to-revision N] [--incident ID] [--dry-run] [--json]`."""
+"""`incident-bot rollback NAMESPACE/NAME [--kind K] [--to-revision N] [--incident ID] [--dry-run] [--json]`"""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def add_rollback_parser(sub: Any) -> argparse.ArgumentParser:
         description="Without --dry-run the request is posted to Slack, where an approver approves it.",
     )
     p.add_argument("target", help="NAMESPACE/DEPLOYMENT")
+    p.add_argument(
+        "--kind",
+        default="Deployment",
+        choices=["Deployment", "StatefulSet", "LeaderWorkerSet", "Rollout"],
+        help="the workload's kind (default Deployment)",
+    )
     p.add_argument("--to-revision", type=int, help="roll back to this revision (default: the previous one)")
     p.add_argument("--incident", help="link the rollback to an incident, e.g. INC-0042")
     p.add_argument("--dry-run", action="store_true", help="print the preview; change nothing, store nothing")
@@ -43,7 +49,9 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings, *, kube: KubeClie
     kube = kube or KubeClient.from_settings(settings)
     if args.dry_run:
         try:
-            preview = build_preview(kube, namespace, deployment, args.to_revision, now=datetime.now(UTC))
+            preview = build_preview(
+                kube, namespace, deployment, args.to_revision, now=datetime.now(UTC), kind=args.kind
+            )
         except Refused as exc:
             print(json.dumps({"refused": exc.code, "reason": str(exc)}) if args.json else f"refused: {exc}")
             return 1
@@ -59,7 +67,12 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings, *, kube: KubeClie
     flow = build_flow(settings, kube=kube)
     actor = f"cli:{getpass.getuser()}"
     req = flow.request(
-        namespace, deployment, actor=actor, to_revision=args.to_revision, incident_id=args.incident
+        namespace,
+        deployment,
+        actor=actor,
+        to_revision=args.to_revision,
+        incident_id=args.incident,
+        kind=args.kind,
     )
     if args.json:
         print(json.dumps(req.model_dump(mode="json"), indent=2))

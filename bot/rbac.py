@@ -15,6 +15,7 @@ from typing import Any
 CORE = ""  # the core API group ("" in a Role's apiGroups)
 APPS = "apps"
 ARGO = "argoproj.io"
+LWS = "leaderworkerset.x-k8s.io"
 #: Step families that talk to the Kubernetes API (each of their step types needs a decision here).
 KUBE_FAMILIES = ("k8s", "argo")
 
@@ -100,6 +101,71 @@ STEP_PERMISSIONS: Mapping[str, tuple[Permission, ...]] = {
         _p(ARGO, "analysisruns", "list"),
         _p(APPS, "deployments", "get", "patch"),
     ),
+    # Helm release history (bot/integrations/helm.py): list the release Secrets by label selector
+    # owner=helm,name=<release> in the release namespace. RBAC cannot scope a list by label nor by name
+    # prefix, and the revision numbers are unknown up front (resourceNames would need them), so this is
+    # `list` on secrets of the managed namespaces: never `get`, never a write, never cluster-wide. The
+    # Deployment is read for its meta.helm.sh annotations when no release is named.
+    "k8s.helm_history": (_p(CORE, "secrets", "list"), _p(APPS, "deployments", "get")),
+}
+
+#: What a step needs for a workload kind other than Deployment (bot/integrations/workloads.py): the kind's
+#: own resource instead of ``deployments`` (the Deployment verbs above stay: they are the default kind).
+_STS_READ = (_p(APPS, "statefulsets", "get"), _p(APPS, "controllerrevisions", "list"))
+_LWS_READ = (_p(LWS, "leaderworkersets", "get"), _p(APPS, "controllerrevisions", "list"))
+_RO_READ = (_p(ARGO, "rollouts", "get"),)
+_PODS_READ = (_p(CORE, "pods", "list"),)
+_PODS_DELETE = (_p(CORE, "pods", "list", "delete"),)
+KIND_PERMISSIONS: Mapping[str, Mapping[str, tuple[Permission, ...]]] = {
+    "StatefulSet": {
+        "k8s.get_pods": (_p(APPS, "statefulsets", "get"), *_PODS_READ),
+        "k8s.logs": (_p(APPS, "statefulsets", "get"), *_PODS_READ),
+        "k8s.delete_pods": (_p(APPS, "statefulsets", "get"), *_PODS_DELETE),
+        "k8s.rollout_status": (_p(APPS, "statefulsets", "get"),),
+        "k8s.rollout_history": _STS_READ,
+        "k8s.suggest_rollback": _STS_READ,
+        "k8s.helm_history": (_p(APPS, "statefulsets", "get"),),
+        "k8s.scale": (*_STS_READ, _p(APPS, "statefulsets/scale", "get", "patch")),
+        # strategic-merge patch of spec.template's restartedAt annotation, like kubectl rollout restart.
+        "k8s.rollout_restart": (*_STS_READ, _p(APPS, "statefulsets", "get", "patch")),
+        # JSON patch of /spec/template with the chosen ControllerRevision's template.
+        "k8s.rollout_undo": (*_STS_READ, _p(APPS, "statefulsets", "get", "patch")),
+    },
+    "LeaderWorkerSet": {
+        "k8s.get_pods": (_p(LWS, "leaderworkersets", "get"), *_PODS_READ),
+        "k8s.logs": (_p(LWS, "leaderworkersets", "get"), *_PODS_READ),
+        "k8s.delete_pods": (_p(LWS, "leaderworkersets", "get"), *_PODS_DELETE),
+        "k8s.rollout_status": (_p(LWS, "leaderworkersets", "get"),),
+        "k8s.rollout_history": _LWS_READ,
+        "k8s.suggest_rollback": _LWS_READ,
+        "k8s.helm_history": (_p(LWS, "leaderworkersets", "get"),),
+        "k8s.scale": (*_LWS_READ, _p(LWS, "leaderworkersets/scale", "get", "patch")),
+        # merge patch of restartedAt on the leader and worker templates.
+        "k8s.rollout_restart": (*_LWS_READ, _p(LWS, "leaderworkersets", "get", "patch")),
+        # JSON patch of /spec/leaderWorkerTemplate; the previous Helm release's manifest when LWS has
+        # pruned every older ControllerRevision (list of the release Secrets, as k8s.helm_history).
+        "k8s.rollout_undo": (
+            *_LWS_READ,
+            _p(LWS, "leaderworkersets", "get", "patch"),
+            _p(CORE, "secrets", "list"),
+        ),
+    },
+    "Rollout": {
+        "k8s.get_pods": (*_RO_READ, *_PODS_READ),
+        "k8s.logs": (*_RO_READ, *_PODS_READ),
+        "k8s.delete_pods": (*_RO_READ, *_PODS_DELETE),
+        "k8s.rollout_status": (*_RO_READ, _p(APPS, "replicasets", "list"), _p(ARGO, "analysisruns", "list")),
+        "k8s.rollout_history": (*_RO_READ, _p(APPS, "replicasets", "list")),
+        "k8s.suggest_rollback": (*_RO_READ, _p(APPS, "replicasets", "list")),
+        "k8s.helm_history": _RO_READ,
+        "k8s.scale": (*_RO_READ, _p(ARGO, "rollouts/scale", "get", "patch")),
+        "k8s.rollout_restart": (_p(ARGO, "rollouts", "get", "patch"),),
+        "k8s.rollout_undo": (
+            _p(ARGO, "rollouts", "get", "patch"),
+            _p(APPS, "replicasets", "list"),
+            _p(APPS, "deployments", "get", "patch"),
+        ),
+    },
 }
 
 #: Target discovery (bot/runbook/targets.py), read only, in the namespaces the bot manages: a pod and its
@@ -111,13 +177,21 @@ DISCOVERY_PERMISSIONS: tuple[Permission, ...] = (
 )
 
 # Verbs that change cluster state; never granted cluster-wide, never on secrets.
+#: Workload kinds the steps accept (``kind``); Deployment's verbs are in STEP_PERMISSIONS itself.
+WORKLOAD_KINDS = ("Deployment", *KIND_PERMISSIONS)
 MUTATING_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection", "escalate", "bind"})
 
 
-def required_rules(step_types: Iterable[str] | None = None) -> dict[tuple[str, str], frozenset[str]]:
-    """(apiGroup, resource) -> verbs needed by the given step types (default: all k8s steps and discovery)."""
-    names = STEP_PERMISSIONS.keys() if step_types is None else step_types
+def required_rules(
+    step_types: Iterable[str] | None = None, kinds: Iterable[str] | None = None
+) -> dict[tuple[str, str], frozenset[str]]:
+    """(apiGroup, resource) -> verbs needed by the given step types on the given workload kinds (default:
+    all k8s steps on every kind, and discovery)."""
+    names = list(STEP_PERMISSIONS.keys() if step_types is None else step_types)
     perms = [perm for name in names for perm in STEP_PERMISSIONS[name]]
+    for kind in WORKLOAD_KINDS if kinds is None else kinds:
+        by_step = KIND_PERMISSIONS.get(kind, {})
+        perms.extend(perm for name in names for perm in by_step.get(name, ()))
     if step_types is None:
         perms.extend(DISCOVERY_PERMISSIONS)
     merged: dict[tuple[str, str], set[str]] = {}

@@ -58,10 +58,17 @@ def rollback_request(
     to_revision: int | None = None,
     incident_id: str | None = None,
     dry_run: bool = False,
+    kind: str = "Deployment",
 ) -> str:
     """File a rollback request, preview it and post the preview (Approve / Cancel) to Slack."""
     req = flow().request(
-        namespace, deployment, actor=actor, to_revision=to_revision, incident_id=incident_id, dry_run=dry_run
+        namespace,
+        deployment,
+        actor=actor,
+        to_revision=to_revision,
+        incident_id=incident_id,
+        dry_run=dry_run,
+        kind=kind,
     )
     log.info("rollback %s of %s requested by %s: %s", req.id, req.target, actor, req.state.value)
     return req.state.value

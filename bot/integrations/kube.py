@@ -200,6 +200,8 @@ class UndoResult:
     changed: bool
     dry_run: bool
     images: tuple[str, ...]
+    source: str = "replicaset"
+    """Where the target template came from: replicaset, controllerrevision, or a Helm release."""
 
 
 @dataclass(frozen=True)

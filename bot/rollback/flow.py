@@ -32,13 +32,15 @@ from typing import Any, Protocol
 
 from bot import tasknames
 from bot.errors import IncidentBotError, PermanentError
+from bot.integrations.helm import lws_template_fallback
 from bot.integrations.kube import KubeClient, same_template
 from bot.integrations.pagerduty import PagerDutyClient
 from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.slack import SlackWeb
 from bot.integrations.vllm import run_sync
+from bot.integrations.workloads import workload_for
 from bot.rollback.diff import Change, summary
-from bot.rollback.preview import Preview, Refused, age_text, build_preview
+from bot.rollback.preview import Preview, Refused, age_text, build_preview, revision_label
 from bot.rollback.state import Busy, InvalidMove, RollbackRequest, RollbackRequests, State
 from bot.settings import Settings
 from bot.severity import load_policy
@@ -160,6 +162,7 @@ class RollbackFlow:
         incident_id: str | None = None,
         dry_run: bool = False,
         post: bool = True,
+        kind: str = "Deployment",
     ) -> RollbackRequest:
         """File a request and preview it (posted to Slack); refusals end the request with the reason."""
         if incident_id:
@@ -172,6 +175,7 @@ class RollbackFlow:
             "incident_id": incident_id,
             "requester": actor,
             "dry_run": dry_run,
+            "kind": kind or "Deployment",
         }
         try:
             req = self.requests.create(**fields, now=now, claim=not dry_run)
@@ -186,13 +190,14 @@ class RollbackFlow:
                     incident_id=incident_id,
                     dry_run=dry_run,
                     post=post,
+                    kind=kind,
                 )
             return self._refuse_busy(fields, now, busy.holder, post=post)
         refusal = None if dry_run else self._preflight(req)
         if refusal is not None:
             return self._refuse(req, *refusal, post=post)
         try:
-            preview = build_preview(self.kube, namespace, deployment, to_revision, now=now)
+            preview = build_preview(self.kube, namespace, deployment, to_revision, now=now, kind=req.kind)
         except Refused as exc:
             return self._refuse(req, exc.code, str(exc), post=post)
         return self._previewed(req, preview, now, post=post)
@@ -395,15 +400,18 @@ class RollbackFlow:
             self._announce(req)
         return req
 
+    def _workload(self, req: RollbackRequest) -> Any:
+        return workload_for(self.kube, req.kind, fallback=lws_template_fallback(self.kube))
+
     def _execute_locked(self, req: RollbackRequest) -> RollbackRequest:
-        kube = self.kube
+        workload = self._workload(req)
         try:
             if req.state is State.APPROVED:
                 if not self.controls.automation_enabled():
                     return self._refuse(
                         req, "kill_switch", "the automation kill switch was turned on", post=True
                     )
-                dep = kube.get_deployment(req.namespace, req.deployment)
+                dep = workload.get(req.namespace, req.deployment)
                 if dep.paused:
                     return self._refuse(
                         req, "paused", f"{req.target} was paused after the preview", post=True
@@ -424,8 +432,10 @@ class RollbackFlow:
                     started_at=self.clock(),
                     intent_generation=dep.generation,
                 )
-                undo = kube.rollout_undo(req.namespace, req.deployment, to_revision=req.to_revision)
-                note = f"undo sent: revision {undo.from_revision} -> {undo.to_revision}"
+                undo = workload.undo(req.namespace, req.deployment, req.to_revision or None)
+                note = f"undo sent: revision {undo.from_revision} -> {undo.to_revision}" + (
+                    f" ({undo.source})" if undo.to_revision == 0 else ""
+                )
             else:
                 note = self._recover(req)
                 if note.startswith("unknown"):
@@ -441,6 +451,8 @@ class RollbackFlow:
 
     def _recover(self, req: RollbackRequest) -> str:
         """After a worker restart mid-execution: decide whether the undo landed."""
+        if req.kind != "Deployment":
+            return self._recover_workload(req)
         kube = self.kube
         history = {r.revision: r for r in kube.rollout_history(req.namespace, req.deployment)}
         live = (kube.deployment_json(req.namespace, req.deployment).get("spec") or {}).get("template") or {}
@@ -452,6 +464,38 @@ class RollbackFlow:
             undo = kube.rollout_undo(req.namespace, req.deployment, to_revision=req.to_revision)
             return f"recovered: undo re-sent (revision {undo.from_revision} -> {undo.to_revision})"
         return f"unknown: {req.target} changed after the intent but not to revision {req.to_revision}"
+
+    def _recover_workload(self, req: RollbackRequest) -> str:
+        """The same decision for another kind: target images running, or unchanged since the intent."""
+        workload = self._workload(req)
+        live = workload.get(req.namespace, req.deployment)
+        wanted = list((req.preview.get("target") or {}).get("images") or [])
+        if wanted and list(live.images) == wanted and live.generation != req.intent_generation:
+            return "recovered: the target template is already in place"
+        if live.generation == req.intent_generation:
+            undo = workload.undo(req.namespace, req.deployment, req.to_revision or None)
+            return f"recovered: undo re-sent (revision {undo.from_revision} -> {undo.to_revision})"
+        return f"unknown: {req.target} changed after the intent but not to revision {req.to_revision}"
+
+    def _wait_rollout(self, req: RollbackRequest) -> Any:
+        timeout = self.settings.rollback_rollout_timeout_seconds
+        if req.kind == "Deployment":
+            return self.kube.wait_for_rollout(
+                req.namespace,
+                req.deployment,
+                timeout=timeout,
+                interval=2.0,
+                sleep=self.sleep,
+                clock=lambda: self.clock().timestamp(),
+            )
+        workload = self._workload(req)
+        deadline = self.clock().timestamp() + timeout
+        while True:
+            status = workload.rollout_status(req.namespace, req.deployment)
+            left = deadline - self.clock().timestamp()
+            if status.complete or status.deadline_exceeded or left <= 0:
+                return status
+            self.sleep(min(2.0, max(0.0, left)))
 
     def _end(
         self, req: RollbackRequest, state: State, note: str, verification: dict[str, Any]
@@ -477,16 +521,9 @@ class RollbackFlow:
         def check(name: str, ok: bool | None, detail: str) -> None:
             checks.append({"name": name, "ok": ok, "detail": detail})
 
-        status = self.kube.wait_for_rollout(
-            req.namespace,
-            req.deployment,
-            timeout=s.rollback_rollout_timeout_seconds,
-            interval=2.0,
-            sleep=self.sleep,
-            clock=lambda: self.clock().timestamp(),
-        )
+        status = self._wait_rollout(req)
         check("rollout", status.complete, status.message)
-        pods = self.kube.list_pods(req.namespace, deployment=req.deployment)
+        pods = self._workload(req).pods(req.namespace, req.deployment)
         ready = sum(1 for p in pods if p.ready)
         bad = [f"{p.name} {p.status}" for p in pods if not p.ready][:5]
         check(
@@ -698,9 +735,10 @@ class RollbackFlow:
 
 
 # --- template contexts (pure) ---------------------------------------------------------------------
-def _revision(view: dict[str, Any]) -> dict[str, Any]:
+def _revision(view: dict[str, Any], source: str = "", kind: str = "Deployment") -> dict[str, Any]:
     return {
         "revision": view.get("revision"),
+        "label": escape(revision_label(view, source, kind), 200),
         "age": age_text(view.get("age_s")),
         "images": escape(", ".join(view.get("images") or []), 500),
     }
@@ -725,8 +763,10 @@ def request_context(req: RollbackRequest, now: datetime) -> dict[str, Any]:
         "approved_by": actor_mention(req.approved_by) if req.approved_by else None,
         "reason": escape(req.reason, 1000),
         "has_preview": bool(p),
-        "current": _revision(p.get("current") or {}),
-        "target_rev": _revision(p.get("target") or {}),
+        "current": _revision(p.get("current") or {}, "", req.kind),
+        "target_rev": _revision(p.get("target") or {}, str(p.get("source") or ""), req.kind),
+        "kind": escape(str(p.get("kind") or req.kind), 40),
+        "helm_lines": _helm_lines(p.get("helm")),
         "changes": changes[:25],
         "more_changes": max(0, len(changes) - 25),
         "dry_run_ok": bool(p.get("dry_run_ok")),
@@ -739,6 +779,15 @@ def request_context(req: RollbackRequest, now: datetime) -> dict[str, Any]:
         "action_approve": ACTION_ROLLBACK_APPROVE,
         "action_cancel": ACTION_ROLLBACK_CANCEL,
     }
+
+
+def _helm_lines(helm: dict[str, Any] | None) -> list[str]:
+    """The Helm release facts and the warning, escaped (release names come from the cluster)."""
+    if not helm:
+        return []
+    lines = [escape(f"Helm: {helm['change']}", 300)] if helm.get("change") else []
+    lines.append(":warning: " + escape(str(helm.get("warning", "")), 600))
+    return lines
 
 
 def result_context(req: RollbackRequest, approvers: list[str]) -> dict[str, Any]:
@@ -756,7 +805,7 @@ def result_context(req: RollbackRequest, approvers: list[str]) -> dict[str, Any]
         if req.incident_id:
             next_steps.append(f"`/incident runbook {req.incident_id} service-down` (diagnose and restart)")
         next_steps.append(
-            f"`kubectl -n {req.namespace} describe deployment {req.deployment}` and the pod logs"
+            f"`kubectl -n {req.namespace} describe {req.kind.lower()} {req.deployment}` and the pod logs"
         )
     return {
         "id": req.id,

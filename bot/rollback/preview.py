@@ -8,20 +8,29 @@ Deployment whose latest change the controller has not observed yet. The diff its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bot.errors import IncidentBotError, PermanentError
+from bot.integrations.helm import (
+    HelmHistory,
+    describe_change,
+    lws_template_fallback,
+    release_of,
+    rollback_command,
+)
 from bot.integrations.kube import (
     HASH_LABEL,
+    DeploymentSummary,
     KubeClient,
     KubeNotFound,
     NamespaceNotAllowed,
     RevisionInfo,
     same_template,
 )
+from bot.integrations.workloads import workload_for
 from bot.rollback.diff import Change, diff_templates
 
 
@@ -61,6 +70,10 @@ class Preview:
     generation: int
     revisions: tuple[int, ...]
     at: datetime
+    kind: str = "Deployment"
+    source: str = ""
+    """Where the target template comes from when it is not a revision the cluster keeps (a Helm release)."""
+    helm: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, stored with the request."""
@@ -85,6 +98,9 @@ class Preview:
             "generation": self.generation,
             "revisions": list(self.revisions),
             "at": self.at.isoformat(),
+            "kind": self.kind,
+            "source": self.source,
+            "helm": self.helm,
         }
 
 
@@ -101,23 +117,111 @@ def _clean(template: Any) -> Any:
     return copy
 
 
-def build_preview(
-    kube: KubeClient, namespace: str, deployment: str, to_revision: int | None, *, now: datetime
-) -> Preview:
-    """Read the Deployment and its history, diff current vs target, dry-run the undo; or raise Refused."""
+def live_template(kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What a revision records of the live object (an LWS's leaderWorkerTemplate, else the pod template)."""
+    field = "leaderWorkerTemplate" if kind == "LeaderWorkerSet" else "template"
+    return dict((raw.get("spec") or {}).get(field) or {})
+
+
+def _is_current(kind: str, target: RevisionInfo, live: Mapping[str, Any]) -> bool:
+    if kind in ("Deployment", "Rollout"):
+        return same_template(_clean(target.template), live)
+    return dict(target.template) == {k: v for k, v in live.items() if k != "$patch"}
+
+
+def template_changes(kind: str, live: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[Change, ...]:
+    """What the rollback changes; a LeaderWorkerSet's leader and worker templates are diffed apart."""
+    if kind != "LeaderWorkerSet":
+        return tuple(diff_templates(live, target))
+    changes: list[Change] = []
+    if live.get("size") != target.get("size"):
+        changes.append(Change("pod", "", f"group size {live.get('size')} → {target.get('size')}"))
+    for role, short in (("leaderTemplate", "leader"), ("workerTemplate", "worker")):
+        for c in diff_templates(live.get(role) or {}, target.get(role) or {}):
+            changes.append(Change(c.kind, f"{short}/{c.container}" if c.container else short, c.text))
+    return tuple(changes)
+
+
+def helm_info(kube: KubeClient, raw: Mapping[str, Any], target: str, now: datetime) -> dict[str, Any] | None:
+    """The Helm release managing the workload, its latest change and the ``helm rollback`` to run."""
+    found = release_of(raw)
+    if found is None:
+        return None
+    release, namespace = found
+    info: dict[str, Any] = {"release": release, "namespace": namespace}
     try:
-        dep = kube.get_deployment(namespace, deployment)
-        raw = kube.deployment_json(namespace, deployment)
-        history = kube.rollout_history(namespace, deployment)
+        history = HelmHistory(kube).history(namespace, release)
+    except IncidentBotError as exc:
+        history, info["error"] = [], f"release history unreadable: {exc}"
+    info["change"] = describe_change(history, now)
+    info["current_revision"] = history[-1].revision if history else None
+    previous = history[-2].revision if len(history) >= 2 else None
+    info["previous_revision"] = previous
+    command = (
+        rollback_command(release, previous, namespace)
+        if previous
+        else f"helm history {release} -n {namespace}"
+    )
+    info["rollback_command"] = command
+    info["warning"] = (
+        f"{target} is managed by Helm release {release}: this kubectl-style undo is reverted by the next "
+        f"`helm upgrade`. To make it stick, run `{command}`."
+    )
+    return info
+
+
+def _read(
+    workload: Any, kind: str, namespace: str, name: str
+) -> tuple[DeploymentSummary, dict[str, Any], list[RevisionInfo]]:
+    try:
+        return workload.get(namespace, name), workload.raw(namespace, name), workload.history(namespace, name)
     except NamespaceNotAllowed as exc:
         raise Refused("namespace_not_allowed", str(exc)) from exc
     except KubeNotFound as exc:
-        raise Refused("not_found", f"deployment {namespace}/{deployment} not found ({exc})") from exc
+        raise Refused("not_found", f"{kind.lower()} {namespace}/{name} not found ({exc})") from exc
+
+
+def _pick_target(
+    workload: Any, raw: dict[str, Any], target_name: str, history: list[RevisionInfo], current_rev: int,
+    to_revision: int | None,
+) -> RevisionInfo:  # fmt: skip
+    by_revision = {r.revision: r for r in history}
+    if to_revision is not None:
+        target = by_revision.get(to_revision)
+        if target is None:
+            raise Refused(
+                "revision_not_found",
+                f"revision {to_revision} is not in the history of {target_name} "
+                f"(known: {', '.join(str(r) for r in sorted(by_revision))})",
+            )
+        return target
+    older = sorted(r for r in by_revision if r != current_rev)
+    if older:
+        return by_revision[older[-1]]
+    fallback = getattr(workload, "_no_history", None)
+    found = fallback(raw["metadata"]["namespace"], raw["metadata"]["name"], raw) if fallback else None
+    if found is None:
+        raise Refused("no_previous_revision", f"{target_name} has no previous revision to roll back to")
+    template, revision, source = found
+    return RevisionInfo(revision, source, None, workload.images_of(template), None, 0, template)
+
+
+def build_preview(
+    kube: KubeClient,
+    namespace: str,
+    deployment: str,
+    to_revision: int | None,
+    *,
+    now: datetime,
+    kind: str = "Deployment",
+) -> Preview:
+    """Read the workload and its history, diff current vs target, dry-run the undo; or raise Refused."""
+    workload = workload_for(kube, kind, fallback=lws_template_fallback(kube))
+    dep, raw, history = _read(workload, kind, namespace, deployment)
     target_name = f"{namespace}/{deployment}"
     if dep.paused:
         raise Refused(
-            "paused",
-            f"{target_name} is paused; resume it (kubectl rollout resume) before rolling back",
+            "paused", f"{target_name} is paused; resume it (kubectl rollout resume) before rolling back"
         )
     if dep.generation > dep.observed_generation:
         raise Refused(
@@ -130,29 +234,19 @@ def build_preview(
     current = by_revision.get(current_rev)
     if current is None:
         raise Refused("no_previous_revision", f"{target_name} has no rollout history")
-    if to_revision is not None:
-        target = by_revision.get(to_revision)
-        if target is None:
-            raise Refused(
-                "revision_not_found",
-                f"revision {to_revision} is not in the history of {target_name} "
-                f"(known: {', '.join(str(r) for r in sorted(by_revision))})",
-            )
-    else:
-        older = sorted(r for r in by_revision if r != current_rev)
-        if not older:
-            raise Refused("no_previous_revision", f"{target_name} has no previous revision to roll back to")
-        target = by_revision[older[-1]]
-    live_template = (raw.get("spec") or {}).get("template") or {}
-    if target.revision == current_rev or same_template(_clean(target.template), live_template):
+    target = _pick_target(workload, raw, target_name, history, current_rev, to_revision)
+    live = live_template(kind, raw)
+    if target.revision == current_rev or _is_current(kind, target, live):
         raise Refused(
             "target_is_current",
-            f"revision {target.revision} of {target_name} is what runs now; nothing to roll back",
+            f"{revision_label({'revision': target.revision}, target.replicaset)} of {target_name} is what "
+            "runs now; nothing to roll back",
         )
-    changes = tuple(diff_templates(live_template, target.template))
+    source = target.replicaset if target.revision == 0 else ""
     try:
-        result = kube.rollout_undo(namespace, deployment, to_revision=target.revision, dry_run=True)
-        ok, message = True, f"server-side dry run accepted the change to revision {result.to_revision}"
+        result = workload.undo(namespace, deployment, target.revision or None, dry_run=True)
+        where = f"the {source}" if source else f"revision {result.to_revision}"
+        ok, message = True, f"server-side dry run accepted the change to {where}"
     except IncidentBotError as exc:
         ok, message = False, f"server-side dry run refused: {exc}"
     return Preview(
@@ -160,12 +254,15 @@ def build_preview(
         deployment=deployment,
         current=_view(current),
         target=_view(target),
-        changes=changes,
+        changes=template_changes(kind, live, target.template),
         dry_run_ok=ok,
         dry_run_message=message,
         generation=dep.generation,
         revisions=tuple(sorted(by_revision)),
         at=now,
+        kind=kind,
+        source=source,
+        helm=helm_info(kube, raw, f"{kind} {target_name}", now),
     )
 
 
@@ -183,13 +280,29 @@ def age_text(seconds: float | None) -> str:
     return f"{s / 86400:.0f} d ago"
 
 
+def revision_label(view: Mapping[str, Any], source: str = "", kind: str = "Deployment") -> str:
+    """``revision 3`` (``template revision 3`` for a kind whose history is ControllerRevisions), or where a
+    template the cluster no longer keeps comes from."""
+    if not view.get("revision") and source:
+        return source
+    word = "template revision" if kind in ("LeaderWorkerSet", "StatefulSet") else "revision"
+    return f"{word} {view.get('revision')}"
+
+
 def preview_lines(p: dict[str, Any]) -> list[str]:
     """The stored preview as plain text lines (the CLI prints these)."""
     cur, tgt = p["current"], p["target"]
+    kind = p.get("kind") or "Deployment"
+    what = (
+        f"{p['namespace']}/{p['deployment']}"
+        if kind == "Deployment"
+        else f"{kind} {p['namespace']}/{p['deployment']}"
+    )
     lines = [
-        f"Rollback of {p['namespace']}/{p['deployment']}",
-        f"  current: revision {cur['revision']} ({age_text(cur['age_s'])}): {', '.join(cur['images'])}",
-        f"  target:  revision {tgt['revision']} ({age_text(tgt['age_s'])}): {', '.join(tgt['images'])}",
+        f"Rollback of {what}",
+        f"  current: {revision_label(cur, '', kind)} ({age_text(cur['age_s'])}): {', '.join(cur['images'])}",
+        f"  target:  {revision_label(tgt, p.get('source', ''), kind)} ({age_text(tgt['age_s'])}): "
+        f"{', '.join(tgt['images'])}",
         "  changes:",
     ]
     changes: Sequence[dict[str, str]] = p["changes"]
@@ -197,4 +310,9 @@ def preview_lines(p: dict[str, Any]) -> list[str]:
         where = f"[{c['container']}] " if c["container"] else ""
         lines.append(f"    - {where}{c['text']}")
     lines.append(f"  dry run: {p['dry_run_message']}")
+    helm = p.get("helm")
+    if helm:
+        if helm.get("change"):
+            lines.append(f"  helm: {helm['change']}")
+        lines.append(f"  WARNING: {helm['warning']}")
     return lines

@@ -90,6 +90,8 @@ class RollbackRequest(BaseModel):
     id: str
     namespace: str
     deployment: str
+    kind: str = "Deployment"
+    """The workload's kind (Deployment, StatefulSet, LeaderWorkerSet, Rollout); ``deployment`` is its name."""
     requested_revision: int | None = None
     incident_id: str | None = None
     requester: str
@@ -150,6 +152,7 @@ class RollbackRequests:
         dry_run: bool,
         now: datetime,
         claim: bool = True,
+        kind: str = "Deployment",
     ) -> RollbackRequest:
         """A new request in state `requested`; with `claim` it must own its Deployment (raises Busy)."""
         number = self._store.next_number()
@@ -157,6 +160,7 @@ class RollbackRequests:
             id=f"RB-{number:04d}",
             namespace=namespace,
             deployment=deployment,
+            kind=kind,
             requested_revision=requested_revision,
             incident_id=incident_id,
             requester=requester,

@@ -190,6 +190,25 @@ def _lacks_target(runbook: Runbook, labels: Mapping[str, str]) -> bool:
     )
 
 
+def _with_target_kind(call: StepCall, params: Any) -> Any:
+    """A workload step that names the run's target but no ``kind`` gets the target's kind (the catalog or
+    discovery found it: ``workload_kind``), so a shipped runbook acts on a LeaderWorkerSet as it would on a
+    Deployment. A step naming another workload, or its own kind, is left alone."""
+    labels = call.run.labels
+    kind = labels.get("workload_kind")
+    if (
+        not kind
+        or not labels.get("deployment")
+        or not isinstance(params, dict)
+        or "kind" in params
+        or "kind" not in call.step_type.params_model.model_fields
+        or params.get("deployment") != labels.get("deployment")
+        or params.get("namespace") != labels.get("namespace")
+    ):
+        return params
+    return {**params, "kind": kind}
+
+
 def _target_overrides(overrides: Mapping[str, Any] | None) -> dict[str, str]:
     """Overrides of target keys, as labels (so guards such as maintenance windows see a person's target)."""
     return {k: str(v) for k, v in (overrides or {}).items() if k in TARGET_KEYS and v}
@@ -704,7 +723,8 @@ class Engine:
         run = call.run
         context = expression_context(call.incident, run.params, run.outputs, run.labels, run.dry_run)
         try:
-            return call.step_type.params_model.model_validate(render_value(call.spec.params, context))
+            rendered = render_value(call.spec.params, context)
+            return call.step_type.params_model.model_validate(_with_target_kind(call, rendered))
         except (ValidationError, ExprError) as exc:
             return StepResult.failed(f"bad params at run time: {exc}")
 

@@ -13,9 +13,11 @@ import httpx
 
 from bot.errors import ConfigError, IntentMissing
 from bot.integrations.argo import ActionResult, ArgoRollouts
+from bot.integrations.helm import lws_template_fallback
 from bot.integrations.kube import DeploymentSummary, KubeClient, ScaleResult, UndoResult
 from bot.integrations.prometheus import PrometheusClient
 from bot.integrations.vllm import VLLMClient, run_sync
+from bot.integrations.workloads import workload_for
 from bot.settings import Settings
 from bot.storage.incidents import IncidentStore
 
@@ -119,6 +121,11 @@ class GuardedKube:
         """Delete a pod (server-side dry run when the run is a dry run)."""
         self._kube.delete_pod(namespace, name, dry_run=self._may_change("delete pod"))
 
+    def workload(self, kind: str | None) -> GuardedWorkload:
+        """The adapter for ``kind`` (Deployment when empty), with the same dry-run and intent rules."""
+        adapter = workload_for(self._kube, kind, fallback=lws_template_fallback(self._kube))
+        return GuardedWorkload(adapter, self)
+
     @property
     def argo(self) -> GuardedArgo:
         """The Argo Rollouts adapter over the same client, with the same dry-run and intent rules."""
@@ -156,3 +163,38 @@ class GuardedArgo:
     def undo(self, namespace: str, name: str, to_revision: int | None = None) -> UndoResult:
         """Undo to a revision."""
         return self._argo.undo(namespace, name, to_revision, dry_run=self._guard._may_change("undo"))
+
+
+class GuardedWorkload:
+    """A Workload as a step sees it: reads pass through; scale, restart and undo need the intent."""
+
+    def __init__(self, workload: Any, guard: GuardedKube) -> None:
+        self._workload = workload
+        self._guard = guard
+        self.kind: str = workload.kind
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("scale", "restart", "undo"):
+            raise AttributeError(name)
+        return getattr(self._workload, name)
+
+    def scale(self, namespace: str, name: str, replicas: int) -> ScaleResult:
+        """Scale (server-side dry run when the run is a dry run)."""
+        result: ScaleResult = self._workload.scale(
+            namespace, name, replicas, dry_run=self._guard._may_change("scale")
+        )
+        return result
+
+    def restart(self, namespace: str, name: str, *, now: dt.datetime | None = None) -> DeploymentSummary:
+        """Rolling restart."""
+        result: DeploymentSummary = self._workload.restart(
+            namespace, name, dry_run=self._guard._may_change("restart"), now=now
+        )
+        return result
+
+    def undo(self, namespace: str, name: str, to_revision: int | None = None) -> UndoResult:
+        """Back to the previous (or the given) revision."""
+        result: UndoResult = self._workload.undo(
+            namespace, name, to_revision, dry_run=self._guard._may_change("undo")
+        )
+        return result

@@ -1000,6 +1000,66 @@ class Cluster:
         with self.lock:
             self._controllers[kind] = sync
 
+    def spawn_pod(self, owner: JSON, name: str, template: JSON, labels: Mapping[str, str]) -> JSON:
+        """Create a running pod controlled by ``owner`` (a generic kind's controller uses this), scheduled and
+        given the scripted behaviour for its image, as the ReplicaSet controller does for its pods."""
+        with self.lock:
+            ns = owner["metadata"]["namespace"]
+            meta = self._new_meta("Pod", ns, name)
+            meta["labels"] = {**((template.get("metadata") or {}).get("labels") or {}), **labels}
+            annotations = (template.get("metadata") or {}).get("annotations")
+            if annotations:
+                meta["annotations"] = dict(annotations)
+            meta["ownerReferences"] = [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+            spec = copy.deepcopy(template.get("spec") or {})
+            spec.setdefault("serviceAccountName", "default")
+            pod: JSON = {"kind": "Pod", "apiVersion": "v1", "metadata": meta, "spec": spec, "status": {}}
+            self._seq += 1
+            self._objects["Pod"][(ns, name)] = pod
+            behaviour = self._behaviour_for(pod)
+            self._runtime[(ns, name)] = _PodRuntime(behaviour, self._seq, behaviour.current_logs())
+            kind = owner["kind"].lower()
+            self._event(owner, "Normal", "SuccessfulCreate", f"Created pod: {name}", f"{kind}-controller")
+            node = self._pick_node(pod)
+            if node is None:
+                self._set_unschedulable(pod)
+            else:
+                pod["spec"]["nodeName"] = node
+                self._set_pod_status(pod, behaviour)
+            self._put("Pod", pod, created=True)
+            return pod
+
+    def remove_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod at once (a generic kind's controller replacing or scaling down its pods)."""
+        with self.lock:
+            pod = self._objects["Pod"].get((namespace, name))
+            if pod is not None:
+                self._delete_pod(pod)
+
+    def store_object(self, kind: str, obj: JSON, *, created: bool = False) -> JSON:
+        """Store a controller's write (status, owned objects) without running the API's validation."""
+        with self.lock:
+            return self._put(kind, obj, created=created)
+
+    def remove_object(self, kind: str, namespace: str, name: str) -> None:
+        """Remove an object a controller owns (a pruned ControllerRevision)."""
+        with self.lock:
+            self._remove(kind, namespace, name)
+
+    def new_meta(self, kind: str, namespace: str, name: str) -> JSON:
+        """Fresh metadata (uid, creationTimestamp) for an object a controller creates."""
+        with self.lock:
+            return self._new_meta(kind, namespace, name)
+
     def _generic(self, kind: str) -> None:
         if kind not in KINDS or kind in BUILTIN_KINDS:
             raise ApiError(

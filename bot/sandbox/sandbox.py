@@ -8,6 +8,7 @@ with no ready pod (a crash-looping rollout) makes them answer /health with 503. 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 import tempfile
@@ -16,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from bot.sandbox.cluster import Cluster
+from bot.sandbox.helm_seed import mark_managed, seed_release_history
 from bot.sandbox.kube_emulator import KubeEmulator
 from bot.sandbox.vllm_emulator import EmulatorConfig, EmulatorFleet, start_emulators
+from bot.sandbox.workload_controllers import install as install_controllers
+from bot.sandbox.workload_controllers import vllm_leaderworkerset
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,11 @@ class SandboxConfig:
     gpus_per_node: int = 8
     tls: bool = True  # kubectl sends a bearer token only over TLS
     offered_rps: float = 0.0
+    helm_release: str | None = "llm-d"
+    """Seed the workloads as this Helm release's (labels, annotations, two release Secrets); None: no Helm."""
+    lws_groups: int = 0
+    """> 0: also run a multi-node decode LeaderWorkerSet ``vllm-multinode`` with this many groups."""
+    lws_size: int = 2
 
 
 class Sandbox:
@@ -42,7 +51,9 @@ class Sandbox:
         self.config = config or SandboxConfig()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="incident-bot-sandbox-"))
         self.token = secrets.token_urlsafe(24)
-        self.kube = KubeEmulator(Cluster(), token=self.token, tls=self.config.tls)
+        cluster = Cluster()
+        install_controllers(cluster)
+        self.kube = KubeEmulator(cluster, token=self.token, tls=self.config.tls)
         self.vllm: EmulatorFleet | None = None
         self.kubeconfig: Path | None = None
         self.catalog: Path | None = None
@@ -68,6 +79,17 @@ class Sandbox:
             gpus_per_node=c.gpus_per_node,
             model=c.model,
         )
+        if c.lws_groups:
+            self.cluster.create_object(
+                "LeaderWorkerSet",
+                vllm_leaderworkerset(
+                    "vllm-multinode", image=c.image, groups=c.lws_groups, size=c.lws_size, model=c.model
+                ),
+                c.namespace,
+                field_manager="sandbox-seed",
+            )
+        if c.helm_release:
+            self.seed_helm(c.helm_release)
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig", namespace=c.namespace)
         self.catalog = self.write_catalog(self.workdir / "catalog.yaml")
         self.vllm = start_emulators(
@@ -79,6 +101,34 @@ class Sandbox:
         self.cluster.add_listener(self._on_change)
         self._sync_health()
         return self
+
+    def seed_helm(self, release: str) -> None:
+        """Make the seeded workloads Helm-managed: llm-d-modelservice 1.3.0 (30 days ago) then 1.3.1 (3 days
+        ago), both rendering what runs now, stored as Helm stores release Secrets."""
+        ns, cluster = self.config.namespace, self.cluster
+        manifests = []
+        for kind in ("Deployment", "LeaderWorkerSet"):
+            for obj in cluster.list_objects(kind, ns):
+                if (obj["metadata"].get("labels") or {}).get("llm-d.ai/role") is None:
+                    continue
+                meta = mark_managed({"metadata": {}}, release, ns)["metadata"]
+                patch = {"metadata": {"labels": meta["labels"], "annotations": meta["annotations"]}}
+                name = obj["metadata"]["name"]
+                if kind == "Deployment":
+                    cluster.patch_deployment(ns, name, "application/merge-patch+json", patch)
+                else:
+                    cluster.patch_object(kind, ns, name, "application/merge-patch+json", patch)
+                manifests.append(_manifest(cluster.get(kind, ns, name)))
+        now = cluster.now()
+        seed_release_history(
+            cluster,
+            ns,
+            release,
+            [
+                ("1.3.0", manifests, now - dt.timedelta(days=30)),
+                ("1.3.1", manifests, now - dt.timedelta(days=3)),
+            ],
+        )
 
     def write_catalog(self, path: Path) -> Path:
         """A service catalog mapping the guide's alert labels (service: llm-d, team: sre) to this sandbox."""
@@ -135,3 +185,22 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _manifest(obj: dict[str, Any]) -> dict[str, Any]:
+    """What a chart renders for an object: its spec and user metadata, none of the server's fields."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "metadata": {
+            "name": meta["name"],
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": {
+                k: v
+                for k, v in (meta.get("annotations") or {}).items()
+                if "deployment.kubernetes.io" not in k
+            },
+        },
+        "spec": obj.get("spec") or {},
+    }

@@ -33,7 +33,8 @@ USAGE = """\
 • `commander INC-0042 @user` — name the incident commander _(responders)_
 • `runbook INC-0042 NAME [--dry-run] [key=value …]` — run a runbook for the incident; `namespace=…` \
 `deployment=…` name its target when the bot could not _(approvers)_
-• `rollback NAMESPACE/DEPLOYMENT [--to-revision N] [--incident INC-0042]` — roll back _(approvers)_
+• `rollback NAMESPACE/DEPLOYMENT [--to-revision N] [--incident INC-0042] [--kind lws|sts|rollout]` — roll \
+back (a Deployment unless `--kind` names a LeaderWorkerSet, StatefulSet or Argo Rollout) _(approvers)_
 • `automation on|off|status [reason]` — the automation kill switch _(approvers; status: everyone)_
 • `maintenance list` · `maintenance start TARGET DURATION [reason]` · `maintenance end ID` — \
 maintenance windows; TARGET = NAMESPACE or NAMESPACE/DEPLOYMENT, DURATION like 30m, 2h, 1h30m \
@@ -207,8 +208,32 @@ def _runbook(rest: list[str]) -> Command:
     return Command("runbook", args, Role.APPROVER)
 
 
+#: `--kind` spellings (kubectl's names and short names) -> the workload kind.
+KIND_ALIASES = {
+    "deployment": "Deployment",
+    "deploy": "Deployment",
+    "statefulset": "StatefulSet",
+    "sts": "StatefulSet",
+    "leaderworkerset": "LeaderWorkerSet",
+    "lws": "LeaderWorkerSet",
+    "rollout": "Rollout",
+    "ro": "Rollout",
+}
+
+
+def workload_kind(raw: str) -> str:
+    """The workload kind named by `--kind` (kubectl's names, any case)."""
+    key = raw.lower()
+    kind = KIND_ALIASES.get(key) or KIND_ALIASES.get(key.removesuffix("s"))
+    if kind is None:
+        raise UsageError(
+            f"`--kind {raw[:40]}`: one of deployment, statefulset (sts), leaderworkerset (lws), rollout"
+        )
+    return kind
+
+
 def _rollback(rest: list[str]) -> Command:
-    positional, flags = _flags(rest, {"to-revision": True, "incident": True, "dry-run": False})
+    positional, flags = _flags(rest, {"to-revision": True, "incident": True, "dry-run": False, "kind": True})
     if len(positional) != 1:
         raise UsageError(
             "usage: `/incident rollback NAMESPACE/DEPLOYMENT [--to-revision N] [--incident INC-0042]`"
@@ -228,6 +253,9 @@ def _rollback(rest: list[str]) -> Command:
         "incident_id": inc,
         "dry_run": bool(flags.get("dry-run")),
     }
+    kind = workload_kind(str(flags["kind"])) if "kind" in flags else "Deployment"
+    if kind != "Deployment":
+        args["kind"] = kind
     return Command("rollback", args, Role.APPROVER)
 
 

@@ -290,6 +290,11 @@ def event_context(incident: Incident, entry: TimelineEntry) -> dict[str, Any]:
             "namespace": str(entry.data.get("namespace", ""))[:63],
             "deployment": str(entry.data.get("deployment", ""))[:253],
             "to_revision": entry.data.get("to_revision"),
+            **(
+                {"kind": str(entry.data["kind"])[:40]}
+                if entry.data.get("kind", "Deployment") != "Deployment"
+                else {}
+            ),
         }
     )
     return {

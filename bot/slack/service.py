@@ -365,6 +365,8 @@ class SlackService:
         kwargs = {**a, "actor": actor}
         task_id = self.sender.send(tasknames.ROLLBACK_REQUEST, kwargs=kwargs)
         target = f"{a['namespace']}/{a['deployment']}"
+        if a.get("kind"):
+            target = f"{a['kind']} {target}"
         rev = f" to revision {a['to_revision']}" if a["to_revision"] else " to the previous revision"
         if a["incident_id"]:
             self.store.append_timeline(
@@ -456,8 +458,9 @@ class SlackService:
             revision = (
                 f" --to-revision {shlex.quote(str(data['to_revision']))}" if data.get("to_revision") else ""
             )
+            kind = f" --kind {shlex.quote(str(data['kind']))}" if data.get("kind") else ""
             return self._run(
-                parse(f"rollback {shlex.quote(target)}{revision} --incident {inc_id}"), user, team
+                parse(f"rollback {shlex.quote(target)}{revision}{kind} --incident {inc_id}"), user, team
             )
         if action_id in (ACTION_APPROVE, ACTION_DENY):
             decision = "approve" if action_id == ACTION_APPROVE else "deny"

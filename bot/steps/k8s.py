@@ -1,4 +1,6 @@
-"""Kubernetes steps: pods, events, logs, rollout history/status (read); scale, restart, undo, delete pods."""
+"""Kubernetes steps: pods, events, logs, rollout history/status, Helm history (read); scale, restart, undo,
+delete pods. Workload steps take ``kind`` (Deployment, StatefulSet, LeaderWorkerSet, Rollout).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from bot.errors import PermanentError
-from bot.integrations.kube import RESTARTED_AT, KubeNotFound, PodSummary
+from bot.integrations.helm import HelmHistory, describe_change, release_of, rollback_command
+from bot.integrations.kube import KubeNotFound, PodSummary
 from bot.plan.schema import Seconds
 from bot.plan.steptypes import (
     Recovery,
@@ -26,6 +29,40 @@ from bot.plan.steptypes import (
 )
 
 MAX_LISTED = 20
+WorkloadKind = Literal["Deployment", "StatefulSet", "LeaderWorkerSet", "Rollout"]
+
+
+def _kind(value: Any) -> Any:
+    """An empty kind (a runbook rendering ``labels.workload_kind`` that the alert lacks) is a Deployment."""
+    return value or "Deployment"
+
+
+class KindParams(StepParams):
+    """``kind`` of the workload named by ``deployment`` (default Deployment; the catalog/targets give it)."""
+
+    kind: WorkloadKind = "Deployment"
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _default_kind(cls, value: Any) -> Any:
+        return _kind(value)
+
+
+class WorkloadTarget(TargetParams):
+    """A mutating step's target: ``namespace``/``deployment`` (the workload's name) and its ``kind``."""
+
+    kind: WorkloadKind = "Deployment"
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _default_kind(cls, value: Any) -> Any:
+        return _kind(value)
+
+
+def _pods(ctx: StepContext, namespace: str, name: str | None, kind: str, selector: str | None = None) -> Any:
+    if name is not None and kind != "Deployment":
+        return ctx.kube.workload(kind).pods(namespace, name)
+    return ctx.kube.list_pods(namespace, label_selector=selector, deployment=name)
 
 
 def _pod_row(p: PodSummary) -> dict[str, Any]:
@@ -44,8 +81,8 @@ def _pod_row(p: PodSummary) -> dict[str, Any]:
 # --- read steps ----------------------------------------------------------------------------------
 
 
-class GetPodsParams(StepParams):
-    """Pods of a Deployment (or matching a label selector)."""
+class GetPodsParams(KindParams):
+    """Pods of a workload (or matching a label selector)."""
 
     namespace: str = Field(min_length=1)
     deployment: str | None = None
@@ -59,7 +96,7 @@ class GetPodsParams(StepParams):
 )
 def get_pods(ctx: StepContext, params: GetPodsParams) -> StepResult:
     """Summarise the pods: how many are ready, crash-looping, OOMKilled, pending for a GPU."""
-    pods = ctx.kube.list_pods(params.namespace, label_selector=params.selector, deployment=params.deployment)
+    pods = _pods(ctx, params.namespace, params.deployment, params.kind, params.selector)
     statuses = Counter(p.status for p in pods)
     out = {
         "total": len(pods),
@@ -122,7 +159,7 @@ def get_events(ctx: StepContext, params: GetEventsParams) -> StepResult:
     )
 
 
-class LogsParams(StepParams):
+class LogsParams(KindParams):
     """Log tails of a Deployment's pods (or one pod), with a pattern count."""
 
     namespace: str = Field(min_length=1)
@@ -150,7 +187,7 @@ def logs(ctx: StepContext, params: LogsParams) -> StepResult:
     if params.pod:
         names = [params.pod]
     else:
-        pods = ctx.kube.list_pods(params.namespace, deployment=params.deployment)
+        pods = _pods(ctx, params.namespace, params.deployment, params.kind)
         # Unhealthy pods first: they are the ones worth reading.
         pods.sort(key=lambda p: (p.ready, -p.restarts, p.name))
         names = [p.name for p in pods[: params.max_pods]]
@@ -177,8 +214,8 @@ def logs(ctx: StepContext, params: LogsParams) -> StepResult:
     )
 
 
-class HistoryParams(StepParams):
-    """A Deployment's rollout history."""
+class HistoryParams(KindParams):
+    """A workload's rollout history."""
 
     namespace: str = Field(min_length=1)
     deployment: str = Field(min_length=1)
@@ -191,8 +228,9 @@ class HistoryParams(StepParams):
 )
 def rollout_history(ctx: StepContext, params: HistoryParams) -> StepResult:
     """Revisions (oldest first), the current one, and how long ago the current revision rolled out."""
-    history = ctx.kube.rollout_history(params.namespace, params.deployment)
-    current = ctx.kube.get_deployment(params.namespace, params.deployment)
+    workload = ctx.kube.workload(params.kind)
+    history = workload.history(params.namespace, params.deployment)
+    current = workload.get(params.namespace, params.deployment)
     now = ctx.now()
     newest = max(history, key=lambda r: r.revision) if history else None
     created = newest.created if newest else None
@@ -212,7 +250,7 @@ def rollout_history(ctx: StepContext, params: HistoryParams) -> StepResult:
     )
 
 
-class SuggestRollbackParams(StepParams):
+class SuggestRollbackParams(KindParams):
     """Suggest (never perform) a rollback when the Deployment rolled out recently."""
 
     namespace: str = Field(min_length=1)
@@ -227,7 +265,7 @@ class SuggestRollbackParams(StepParams):
 )
 def suggest_rollback(ctx: StepContext, params: SuggestRollbackParams) -> StepResult:
     """Append a `rollback_suggested` timeline entry (Slack shows a Roll back button) for a recent rollout."""
-    history = ctx.kube.rollout_history(params.namespace, params.deployment)
+    history = ctx.kube.workload(params.kind).history(params.namespace, params.deployment)
     if len(history) < 2:
         return StepResult.ok("no previous revision: nothing to suggest", suggested=False)
     newest = history[-1]
@@ -248,6 +286,7 @@ def suggest_rollback(ctx: StepContext, params: SuggestRollbackParams) -> StepRes
             {
                 "namespace": params.namespace,
                 "deployment": params.deployment,
+                "kind": params.kind,
                 "from_revision": newest.revision,
                 "to_revision": history[-2].revision,
                 "age_seconds": round(age),
@@ -256,8 +295,8 @@ def suggest_rollback(ctx: StepContext, params: SuggestRollbackParams) -> StepRes
     return StepResult.ok(text, suggested=True, age_seconds=age, to_revision=history[-2].revision)
 
 
-class RolloutStatusParams(StepParams):
-    """Wait for a Deployment's rollout to complete."""
+class RolloutStatusParams(KindParams):
+    """Wait for a workload's rollout to complete."""
 
     namespace: str = Field(min_length=1)
     deployment: str = Field(min_length=1)
@@ -269,14 +308,7 @@ class RolloutStatusParams(StepParams):
 def rollout_status(ctx: StepContext, params: RolloutStatusParams) -> StepResult:
     """Poll the rollout like `kubectl rollout status`; fail on timeout or a passed progress deadline."""
     budget = max(0.0, min(params.timeout, ctx.deadline - time.monotonic()))
-    status = ctx.kube.wait_for_rollout(
-        params.namespace,
-        params.deployment,
-        timeout=budget,
-        interval=params.interval,
-        sleep=ctx.sleep,
-        clock=lambda: ctx.now().timestamp(),
-    )
+    status = _wait(ctx, params, budget)
     out = {
         "complete": status.complete,
         "deadline_exceeded": status.deadline_exceeded,
@@ -290,10 +322,30 @@ def rollout_status(ctx: StepContext, params: RolloutStatusParams) -> StepResult:
     return StepResult.failed(f"{status.message} (waited {budget:.0f}s)", **out)
 
 
+def _wait(ctx: StepContext, params: RolloutStatusParams, budget: float) -> Any:
+    if params.kind == "Deployment":
+        return ctx.kube.wait_for_rollout(
+            params.namespace,
+            params.deployment,
+            timeout=budget,
+            interval=params.interval,
+            sleep=ctx.sleep,
+            clock=lambda: ctx.now().timestamp(),
+        )
+    workload = ctx.kube.workload(params.kind)
+    deadline = ctx.now().timestamp() + budget
+    while True:
+        status = workload.rollout_status(params.namespace, params.deployment)
+        left = deadline - ctx.now().timestamp()
+        if status.complete or status.deadline_exceeded or left <= 0:
+            return status
+        ctx.sleep(min(params.interval, max(0.0, left)))
+
+
 # --- mutating steps ------------------------------------------------------------------------------
 
 
-class ScaleParams(TargetParams):
+class ScaleParams(WorkloadTarget):
     """Scale to an absolute replica count or by a delta, bounded by min/max."""
 
     replicas: int | None = Field(None, ge=0)
@@ -321,7 +373,8 @@ class ScaleParams(TargetParams):
 @step("k8s.scale", mutating=True, description="Scale a Deployment (absolute or +N), bounded by min/max")
 def scale(ctx: StepContext, params: ScaleParams) -> StepResult:
     """Scale within [min_replicas, max_replicas] (and the global MAX_REPLICAS bound)."""
-    current = ctx.kube.get_deployment(params.namespace, params.deployment)
+    workload = ctx.kube.workload(params.kind)
+    current = workload.get(params.namespace, params.deployment)
     wanted = params.replicas if params.replicas is not None else current.replicas + (params.delta or 0)
     ceiling = min(params.max_replicas, ctx.settings.runbook_max_replicas)
     target = max(params.min_replicas, min(ceiling, wanted))
@@ -343,7 +396,7 @@ def scale(ctx: StepContext, params: ScaleParams) -> StepResult:
             **out,
         )
     ctx.record_intent({"replicas": target, "from": current.replicas, "generation": current.generation})
-    result = ctx.kube.scale(params.namespace, params.deployment, target)
+    result = workload.scale(params.namespace, params.deployment, target)
     verb = "would scale" if ctx.dry_run else "scaled"
     clamp = f" (wanted {wanted}, bounded by max {ceiling})" if target != wanted else ""
     return StepResult.ok(
@@ -353,7 +406,7 @@ def scale(ctx: StepContext, params: ScaleParams) -> StepResult:
 
 @recoverer("k8s.scale")
 def _recover_scale(ctx: StepContext, params: ScaleParams, intent: Mapping[str, Any]) -> Recovery:
-    current = ctx.kube.get_deployment(params.namespace, params.deployment)
+    current = ctx.kube.workload(params.kind).get(params.namespace, params.deployment)
     if current.replicas == intent["replicas"]:
         return Recovery(
             "applied",
@@ -376,7 +429,7 @@ def _recover_scale(ctx: StepContext, params: ScaleParams, intent: Mapping[str, A
     )
 
 
-class RestartParams(TargetParams):
+class RestartParams(WorkloadTarget):
     """Rollout restart of a Deployment."""
 
 
@@ -384,13 +437,14 @@ class RestartParams(TargetParams):
     "k8s.rollout_restart", mutating=True, description="Restart a Deployment's pods (kubectl rollout restart)"
 )
 def rollout_restart(ctx: StepContext, params: RestartParams) -> StepResult:
-    """Set the restartedAt annotation (a rolling restart)."""
-    current = ctx.kube.get_deployment(params.namespace, params.deployment)
+    """Set the restartedAt annotation (a rolling restart; spec.restartAt for a Rollout)."""
+    workload = ctx.kube.workload(params.kind)
+    current = workload.get(params.namespace, params.deployment)
     stamp = ctx.now().astimezone(dt.UTC).replace(microsecond=0)
     ctx.record_intent(
         {"restarted_at": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), "generation": current.generation}
     )
-    result = ctx.kube.rollout_restart(params.namespace, params.deployment, now=stamp)
+    result = workload.restart(params.namespace, params.deployment, now=stamp)
     verb = "would restart" if ctx.dry_run else "restarted"
     return StepResult.ok(
         f"{verb} {params.target}",
@@ -403,9 +457,10 @@ def rollout_restart(ctx: StepContext, params: RestartParams) -> StepResult:
 
 @recoverer("k8s.rollout_restart")
 def _recover_restart(ctx: StepContext, params: RestartParams, intent: Mapping[str, Any]) -> Recovery:
-    annotations = ctx.kube.template_annotations(params.namespace, params.deployment)
-    generation = ctx.kube.get_deployment(params.namespace, params.deployment).generation
-    if annotations.get(RESTARTED_AT) == intent["restarted_at"]:
+    workload = ctx.kube.workload(params.kind)
+    marker = workload.restart_marker(params.namespace, params.deployment)
+    generation = workload.get(params.namespace, params.deployment).generation
+    if marker == intent["restarted_at"]:
         return Recovery(
             "applied",
             "restartedAt carries the intended stamp",
@@ -418,7 +473,7 @@ def _recover_restart(ctx: StepContext, params: RestartParams, intent: Mapping[st
     return Recovery("unknown", f"{params.target} changed since the intent, but not by this restart")
 
 
-class UndoParams(TargetParams):
+class UndoParams(WorkloadTarget):
     """Roll a Deployment back to the previous (or a given) revision."""
 
     to_revision: int | None = Field(None, ge=1)
@@ -429,8 +484,9 @@ class UndoParams(TargetParams):
 )
 def rollout_undo(ctx: StepContext, params: UndoParams) -> StepResult:
     """Roll back; a no-op when the target template is already current."""
-    current = ctx.kube.get_deployment(params.namespace, params.deployment)
-    history = ctx.kube.rollout_history(params.namespace, params.deployment)
+    workload = ctx.kube.workload(params.kind)
+    current = workload.get(params.namespace, params.deployment)
+    history = workload.history(params.namespace, params.deployment)
     target = params.to_revision or (history[-2].revision if len(history) >= 2 else None)
     ctx.record_intent(
         {
@@ -440,7 +496,7 @@ def rollout_undo(ctx: StepContext, params: UndoParams) -> StepResult:
             "to_images": next((list(r.images) for r in history if r.revision == target), None),
         }
     )
-    result = ctx.kube.rollout_undo(params.namespace, params.deployment, to_revision=params.to_revision)
+    result = workload.undo(params.namespace, params.deployment, params.to_revision)
     verb = "would roll back" if ctx.dry_run else "rolled back"
     summary = (
         f"{verb} {params.target} from revision {result.from_revision} to {result.to_revision} "
@@ -454,13 +510,14 @@ def rollout_undo(ctx: StepContext, params: UndoParams) -> StepResult:
         from_revision=result.from_revision,
         to_revision=result.to_revision,
         images=list(result.images),
+        source=result.source,
         dry_run=ctx.dry_run,
     )
 
 
 @recoverer("k8s.rollout_undo")
 def _recover_undo(ctx: StepContext, params: UndoParams, intent: Mapping[str, Any]) -> Recovery:
-    current = ctx.kube.get_deployment(params.namespace, params.deployment)
+    current = ctx.kube.workload(params.kind).get(params.namespace, params.deployment)
     if (
         intent.get("to_images") is not None
         and list(current.images) == intent["to_images"]
@@ -482,7 +539,7 @@ def _recover_undo(ctx: StepContext, params: UndoParams, intent: Mapping[str, Any
     return Recovery("unknown", f"{params.target} changed since the intent, not to the rollback target")
 
 
-class DeletePodsParams(TargetParams):
+class DeletePodsParams(WorkloadTarget):
     """Delete (so the ReplicaSet recreates) a bounded fraction of a Deployment's pods."""
 
     only: Literal["unhealthy", "all"] = "unhealthy"
@@ -498,7 +555,7 @@ def _unhealthy(p: PodSummary) -> bool:
 @step("k8s.delete_pods", mutating=True, description="Delete a bounded fraction of a Deployment's pods")
 def delete_pods(ctx: StepContext, params: DeletePodsParams) -> StepResult:
     """Delete at most max_fraction (and the global MAX_POD_DELETE_FRACTION) of the pods, unhealthy first."""
-    pods = ctx.kube.list_pods(params.namespace, deployment=params.deployment)
+    pods = _pods(ctx, params.namespace, params.deployment, params.kind)
     fraction = min(params.max_fraction, ctx.settings.runbook_max_pod_delete_fraction)
     allowed = math.floor(len(pods) * fraction)
     if params.max_pods is not None:
@@ -532,7 +589,7 @@ def delete_pods(ctx: StepContext, params: DeletePodsParams) -> StepResult:
 
 @recoverer("k8s.delete_pods")
 def _recover_delete(ctx: StepContext, params: DeletePodsParams, intent: Mapping[str, Any]) -> Recovery:
-    existing = {p.name for p in ctx.kube.list_pods(params.namespace, deployment=params.deployment)}
+    existing = {p.name for p in _pods(ctx, params.namespace, params.deployment, params.kind)}
     left = [name for name in intent["pods"] if name in existing]
     if not left:
         return Recovery(
@@ -562,3 +619,70 @@ def _recover_delete(ctx: StepContext, params: DeletePodsParams, intent: Mapping[
             recovered=True,
         ),
     )
+
+
+# --- Helm (read only): ``k8s.helm_history`` --------------------------------------------------------
+# The release is the one named in ``release``, or the one whose ``meta.helm.sh/release-name`` annotation
+# the workload carries. It never fails an incident for lack of Helm: a workload Helm does not manage, an
+# unreadable history (RBAC) or a missing workload is an OK result saying so (``helm_managed: false``).
+
+
+class HelmHistoryParams(KindParams):
+    """The release (or the workload whose release to read) and how many revisions to list."""
+
+    namespace: str = Field(min_length=1, max_length=63)
+    deployment: str | None = None
+    """The workload's name (its kind in ``kind``); its Helm annotations name the release."""
+    release: str | None = None
+    release_namespace: str | None = None
+    limit: int = Field(10, ge=1, le=50)
+
+
+def _release(ctx: StepContext, params: HelmHistoryParams) -> tuple[str, str] | str:
+    if params.release:
+        return params.release, params.release_namespace or params.namespace
+    if not params.deployment:
+        return "no release and no workload named"
+    obj = ctx.kube.workload(params.kind).raw(params.namespace, params.deployment)
+    found = release_of(obj)
+    if found is None:
+        return f"{params.kind} {params.namespace}/{params.deployment} is not managed by Helm"
+    return found
+
+
+@step(
+    "k8s.helm_history",
+    mutating=False,
+    description="Recent changes: a Helm release's revisions (chart, status, age) from its release Secrets",
+)
+def helm_history(ctx: StepContext, params: HelmHistoryParams) -> StepResult:
+    """Revisions oldest first, the change line and the ``helm rollback`` to the previous revision."""
+    try:
+        found = _release(ctx, params)
+        if isinstance(found, str):
+            return StepResult.ok(found, helm_managed=False, count=0)
+        release, namespace = found
+        history = HelmHistory(ctx.kube).history(namespace, release)
+    except PermanentError as exc:  # not found, forbidden: say so, do not fail the incident
+        return StepResult.ok(f"Helm history unavailable: {exc}", helm_managed=False, count=0)
+    if not history:
+        return StepResult.ok(f"no release Secrets for {namespace}/{release}", helm_managed=True, count=0)
+    now = ctx.now()
+    newest = history[-1]
+    out: dict[str, Any] = {
+        "helm_managed": True,
+        "release": release,
+        "release_namespace": namespace,
+        "count": len(history),
+        "current_revision": newest.revision,
+        "previous_revision": history[-2].revision if len(history) >= 2 else None,
+        "chart": f"{newest.chart}-{newest.chart_version}",
+        "status": newest.status,
+        "last_deployed_age_seconds": (now - newest.last_deployed).total_seconds()
+        if newest.last_deployed
+        else None,
+        "revisions": [r.as_output() for r in history[-params.limit :]],
+    }
+    if len(history) >= 2:
+        out["rollback_command"] = rollback_command(release, history[-2].revision, namespace)
+    return StepResult.ok(describe_change(history, now) or "", **out)

@@ -68,16 +68,25 @@ def test_no_wildcards_no_secrets_no_cluster_scope(overlay: str) -> None:
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs", "resourceNames"):
                 assert "*" not in rule.get(field, []), f"wildcard in {role['metadata']['name']}.{field}"
-            assert not {"secrets", "serviceaccounts/token", "roles", "rolebindings"} & set(rule["resources"])
+            assert not {"serviceaccounts/token", "roles", "rolebindings"} & set(rule["resources"])
+            if "secrets" in rule["resources"]:
+                # Helm's release Secrets: list only (README explains why RBAC cannot narrow it further).
+                assert rule["resources"] == ["secrets"] and rule["verbs"] == ["list"], rule
             assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
             if set(rule["verbs"]) & MUTATING_VERBS:
-                # Argo Rollouts: the Rollout (pause/promote/undo) and its status (abort/retry/promote).
+                # Argo Rollouts: the Rollout (pause/promote/undo) and its status (abort/retry/promote);
+                # StatefulSets and LeaderWorkerSets: the object (restart/undo) and the scale subresource.
                 assert set(rule["resources"]) <= {
                     "deployments",
                     "deployments/scale",
                     "pods",
                     "rollouts",
                     "rollouts/status",
+                    "rollouts/scale",
+                    "statefulsets",
+                    "statefulsets/scale",
+                    "leaderworkersets",
+                    "leaderworkersets/scale",
                 }
 
 
@@ -125,3 +134,28 @@ def test_argo_steps_are_least_privilege() -> None:
         "argo.abort",
         "argo.status",
     }
+
+
+def test_each_kind_adds_only_its_own_verbs() -> None:
+    """A Deployment-only install needs nothing of the other kinds; each kind adds its resource only."""
+    from bot.rbac import APPS, LWS
+
+    deployment_only = required_rules(None, kinds=["Deployment"])
+    assert not {r for _g, r in deployment_only} & {"statefulsets", "leaderworkersets", "controllerrevisions"}
+    assert deployment_only[("", "secrets")] == frozenset({"list"}), "k8s.helm_history"
+    lws_scale = required_rules(["k8s.scale"], kinds=["LeaderWorkerSet"])
+    assert lws_scale == {
+        (APPS, "controllerrevisions"): frozenset({"list"}),
+        (APPS, "deployments/scale"): frozenset({"get", "patch"}),
+        (LWS, "leaderworkersets"): frozenset({"get"}),
+        (LWS, "leaderworkersets/scale"): frozenset({"get", "patch"}),
+    }
+    lws_reads = required_rules(
+        ["k8s.get_pods", "k8s.rollout_status", "k8s.rollout_history"], ["LeaderWorkerSet"]
+    )
+    assert not any(verbs & MUTATING_VERBS for verbs in lws_reads.values())
+    sts_undo = required_rules(["k8s.rollout_undo"], kinds=["StatefulSet"])
+    assert sts_undo[(APPS, "statefulsets")] == frozenset({"get", "patch"})
+    assert (APPS, "statefulsets/scale") not in sts_undo
+    assert ("", "secrets") in required_rules(["k8s.rollout_undo"], kinds=["LeaderWorkerSet"])
+    assert ("", "secrets") not in required_rules(["k8s.rollout_undo"], kinds=["StatefulSet"])

@@ -21,6 +21,7 @@ def args(target: str, **kw: object) -> argparse.Namespace:
         incident=None,
         dry_run=kw.get("dry_run", True),
         json=False,
+        kind=kw.get("kind", "Deployment"),
     )
 
 
@@ -48,6 +49,8 @@ def test_cli_dry_run_refusal_exits_1(
     assert cmd_rollback(args(f"{NS}/vllm-prefill"), settings, kube=kube) == 1
     assert "refused: " in capsys.readouterr().out
     assert cmd_rollback(args("not a target"), settings, kube=kube) == 2
+    assert cmd_rollback(args(f"{NS}/vllm-decode", kind="LeaderWorkerSet"), settings, kube=kube) == 1
+    assert "refused: leaderworkerset llm-d/vllm-decode not found" in capsys.readouterr().out
 
 
 def container(**kw: object) -> dict[str, object]:

@@ -26,6 +26,7 @@ import workers.slack_tasks
 from bot import wiring
 from bot.integrations.kube import KubeClient
 from bot.sandbox.cluster import vllm_deployment
+from bot.sandbox.helm_seed import mark_managed
 from bot.sandbox.pagerduty_emulator import PagerDutyEmulator
 from bot.sandbox.sandbox import Sandbox
 from bot.sandbox.slack_emulator import SlackEmulator, to_console
@@ -91,7 +92,9 @@ def kubectl_undo_of_twin(sandbox: Sandbox, tmp_path: Path) -> dict[str, Any] | N
     """Give a twin Deployment the same two revisions and let the real kubectl undo it."""
     if not (os.path.exists(KUBECTL) and shutil.which(KUBECTL)):
         return None
-    sandbox.cluster.create_deployment(vllm_deployment("twin", image=GOOD, replicas=2), NS)
+    # Helm-managed like the sandbox's vllm-decode (same labels and annotations), so a true twin.
+    twin = mark_managed(vllm_deployment("twin", image=GOOD, replicas=2), "llm-d", NS)
+    sandbox.cluster.create_deployment(twin, NS)
     roll_out(sandbox, "twin", crash=False)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(sandbox.kubeconfig)}
     subprocess.run(

@@ -89,3 +89,34 @@ def test_service_down_suggests_and_the_button_requests_the_rollback(
         rt.service.handle_action({**fields, "user_id": APPROVER, "value": bad, "request_id": "r3"}).outcome
         == "usage"
     )
+
+
+def test_a_suggested_rollback_of_another_kind_keeps_its_kind(
+    rb_settings: Settings, store: IncidentStore
+) -> None:
+    inc = open_incident(store, "VLLMServiceDown", namespace=NS)
+    data = {
+        "namespace": NS,
+        "deployment": "ms-decode",
+        "kind": "LeaderWorkerSet",
+        "from_revision": 3,
+        "to_revision": 2,
+    }
+    store.append_timeline(inc.id, "rollback_suggested", "ms-decode rolled out 5 min ago.", data)
+    (entry,) = [e for e in store.timeline(inc.id) if e.kind == "rollback_suggested"]
+    sender = RecordingSender()
+    rt = build_runtime(rb_settings, sender=sender)
+    button = rt.service.renderer.event(store.get(inc.id), entry).blocks[1]["elements"][0]
+    fields = {
+        "user_id": APPROVER,
+        "team_id": "T0",
+        "action_id": button["action_id"],
+        "value": button["value"],
+    }
+    assert rt.service.handle_action({**fields, "request_id": "r1"}).outcome == "accepted"
+    ((_, kwargs),) = sender.named(tasknames.ROLLBACK_REQUEST)
+    assert (
+        kwargs["kind"] == "LeaderWorkerSet"
+        and kwargs["deployment"] == "ms-decode"
+        and kwargs["to_revision"] == 2
+    )

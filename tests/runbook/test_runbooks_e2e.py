@@ -78,7 +78,12 @@ CASES = [
         {"severity": "critical"},
         bad_rollout,
         RunStatus.SUCCEEDED,
-        ("rolled back llm-d/vllm-decode from revision 2 to 1", "restart (k8s.rollout_restart", "skipped"),
+        (
+            "rolled back llm-d/vllm-decode from revision 2 to 1",
+            "restart (k8s.rollout_restart",
+            "skipped",
+            "release llm-d rev 1 → 2, chart 1.3.0 → 1.3.1, deployed 3 days ago",
+        ),
         ("would roll back llm-d/vllm-decode from revision 2 to 1",),
     ),
     Case(
