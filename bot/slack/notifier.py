@@ -287,9 +287,9 @@ class SlackNotifier:
                     return self._flush_locked(channel)
                 except _NoToken as stop:
                     interval = self._s.slack_digest_interval_seconds
-                    if self._m.claim_flush(channel, "deferred", max(5, int(stop.wait + interval * 10))):
-                        if self._schedule is not None:
-                            self._schedule(channel, stop.wait)
+                    ttl = max(5, int(stop.wait + interval * 10))
+                    if self._m.claim_flush(channel, "deferred", ttl) and self._schedule is not None:
+                        self._schedule(channel, stop.wait)
                     return "deferred"
         except StorageError as exc:
             raise TransientError(f"redis error while flushing the digest of {channel}: {exc}") from exc

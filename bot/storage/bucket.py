@@ -113,9 +113,9 @@ class TokenBucket:
             raise TransientError(f"rate limiter unavailable: {exc}") from exc
 
     def take_in_turn(self, waiter: str) -> float:
-        """Take a token if `waiter` is first in line and one is free (0.0), else queue it; its wait in seconds."""
+        """Take a token if `waiter` is first in line and one is free (0.0), else queue it: its wait (s)."""
         try:
-            args = [self._rate, self._burst, waiter, LEASE_GRACE_SECONDS]
+            args: list[str | float] = [self._rate, self._burst, waiter, LEASE_GRACE_SECONDS]
             return float(self._turn(keys=self._keys(), args=args))
         except RedisError as exc:
             raise TransientError(f"rate limiter unavailable: {exc}") from exc
@@ -132,7 +132,8 @@ class TokenBucket:
 
     def waiting(self) -> list[str]:
         """The queued waiters, first in line first."""
-        return [w.decode() if isinstance(w, bytes) else str(w) for w in self._r.zrange(self._key + ":queue", 0, -1)]
+        queued = self._r.zrange(self._key + ":queue", 0, -1)
+        return [w.decode() if isinstance(w, bytes) else str(w) for w in queued]
 
     def take(self) -> float:
         """Block until a token is taken; returns the time waited. Raises TransientError past max_wait."""

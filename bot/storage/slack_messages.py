@@ -175,7 +175,8 @@ class SlackMessages:
     # --- deferred syncs --------------------------------------------------------------------------
     def claim_deferral(self, incident_id: str, ttl: float) -> bool:
         """Mark a deferred re-run of the incident's sync scheduled; False when one is scheduled already."""
-        return bool(self._r.set(self.key("deferred", incident_id), "1", nx=True, px=max(1000, int(ttl * 1000))))
+        ms = max(1000, int(ttl * 1000))
+        return bool(self._r.set(self.key("deferred", incident_id), "1", nx=True, px=ms))
 
     def clear_deferral(self, incident_id: str) -> None:
         """The deferred re-run runs: a new deferral schedules another one."""

@@ -7,6 +7,7 @@ countdown: it records each re-run the notifier asks for and runs it when due, in
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -92,7 +93,7 @@ def test_twenty_roots_on_one_channel_keep_their_order_at_the_channel_rate(
     assert [next(i.id for i in incidents if i.id in m.text) for m in roots] == [i.id for i in incidents]
     posts = [c.at for c in emulator.ok_calls_of("chat.postMessage")]
     assert len(posts) == 20
-    gaps = [b - a for a, b in zip(posts[3:], posts[4:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(posts[3:])]
     assert min(gaps) >= 0.08  # 10/s after the burst of 3
 
 
@@ -128,9 +129,10 @@ def test_one_post_per_second_per_channel_and_other_channels_are_not_blocked(
     assert timed(notifier, other.id).root == "posted"  # the busy #incidents-high does not hold it up
     assert time.monotonic() - started < 0.5
     scheduler.drain(notifier)
-    posts = [c.at for c in emulator.ok_calls_of("chat.postMessage") if c.params.get("channel") in (HIGH, "#incidents-high")]
+    calls = emulator.ok_calls_of("chat.postMessage")
+    posts = [c.at for c in calls if c.params.get("channel") in (HIGH, "#incidents-high")]
     assert len(posts) == 6
-    assert all(b - a >= 0.95 for a, b in zip(posts[3:], posts[4:], strict=False))  # after the burst: ≤ 1/s
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(posts[3:]))  # after the burst: ≤ 1/s
     assert posts[-1] - posts[2] >= 2.9
 
 

@@ -19,7 +19,9 @@ def _bucket(client: redis.Redis, settings: Settings, *, rate: float = 1.0, burst
     return TokenBucket(client, settings.key_prefix + "bucket:t", rate=rate, burst=burst, sleep=_no_sleep)
 
 
-def test_try_take_never_waits_and_reports_when_a_token_is_due(redis_client: redis.Redis, settings: Settings) -> None:
+def test_try_take_never_waits_and_reports_when_a_token_is_due(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
     bucket = _bucket(redis_client, settings, rate=2.0, burst=2)
     assert [bucket.try_take(), bucket.try_take()] == [0.0, 0.0]  # the burst
     started = time.monotonic()
@@ -37,7 +39,8 @@ def test_a_queued_waiter_keeps_its_place_ahead_of_later_callers(
     assert bucket.take_in_turn("a") == 0.0
     wait_b = bucket.take_in_turn("b")
     wait_c = bucket.take_in_turn("c")
-    assert 0 < wait_b <= 0.1 and wait_c == pytest.approx(wait_b + 0.1, abs=0.02)  # c's turn is one token later
+    assert 0 < wait_b <= 0.1
+    assert wait_c == pytest.approx(wait_b + 0.1, abs=0.02)  # c's turn is one token later
     assert bucket.waiting() == ["b", "c"]
     time.sleep(wait_c + 0.05)  # tokens for both are free now, but c must not jump the line
     assert bucket.take_in_turn("c") > 0
