@@ -48,9 +48,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the web app under uvicorn."""
     import uvicorn
 
+    from bot.runtime import settle_heap
     from bot.web.app import create_app
 
     app = create_app(settings)
+    settle_heap()
     host, port = args.host or settings.host, args.port or settings.port
     print(
         f"incident-bot {__version__}: serving on http://{host}:{port} "
@@ -109,11 +111,12 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     """Run the web app with one worker per lane: intake in this process, the others as children."""
     import uvicorn
 
-    from bot.runtime import embedded_worker, worker_processes
+    from bot.runtime import embedded_worker, settle_heap, worker_processes
     from bot.web.app import create_app
 
     app = worker_app()
     web = create_app(settings)
+    settle_heap()
     host, port = args.host or settings.host, args.port or settings.port
     (lane, queues, threads), *children = dev_workers()
     with (
