@@ -331,7 +331,8 @@ def _start_bot(
     base = f"http://127.0.0.1:{port}"
     progress.wait("the bot to answer /readyz", lambda: _ready(base), timeout=60)
     progress.say(
-        f"bot: `incident-bot dev` (web + a worker per lane) on {base}, Redis key prefix {prefix}; log {log_path}"
+        f"bot: `incident-bot dev` (web + a worker per lane) on {base}, Redis key prefix {prefix}; "
+        f"log {log_path}"
     )
     return base
 

@@ -165,10 +165,16 @@ class RedisPublisher:
 
     async def _flush(self) -> None:
         """Write the pending messages, BATCH_MAX per script call, until none is left."""
+        batch: list[_Pending] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending[:BATCH_MAX], self._pending[BATCH_MAX:]
                 await self._write(batch)
+                batch = []
+        except BaseException as exc:  # a bug or a cancelled task: no request may wait for ever
+            stranded, self._pending = batch + self._pending, []
+            _fail(stranded, BrokerUnavailable(f"publishing failed: {exc!r}"))
+            raise
         finally:
             self._flusher = None
 
@@ -177,15 +183,11 @@ class RedisPublisher:
         args = [a for item in batch for a in item[1]]
         try:
             answers: list[Any] = await self._call(keys, args, single=len(batch) == 1)
-        except (RedisError, OSError, BrokerUnavailable) as exc:
-            error = (
-                exc
-                if isinstance(exc, BrokerUnavailable)
-                else BrokerUnavailable(f"broker did not accept the task: {exc}")
-            )
-            for _, _, answer in batch:
-                if not answer.done():
-                    answer.set_exception(error)
+        except BrokerUnavailable as exc:
+            _fail(batch, exc)
+            return
+        except (RedisError, OSError) as exc:
+            _fail(batch, BrokerUnavailable(f"broker did not accept the task: {exc}"))
             return
         for (_, _, answer), value in zip(batch, answers, strict=True):
             if not answer.done():
@@ -204,3 +206,10 @@ class RedisPublisher:
         await self._redis.aclose()
         if self._state is not None:
             await self._state.aclose()
+
+
+def _fail(batch: list[_Pending], error: BrokerUnavailable) -> None:
+    """Answer every request of `batch` still waiting with `error` (its handler answers 503)."""
+    for _, _, answer in batch:
+        if not answer.done():
+            answer.set_exception(error)

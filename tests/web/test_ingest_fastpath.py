@@ -120,3 +120,23 @@ def test_pagerduty_webhooks_go_to_the_paging_queue(
     message = json.loads(raw)
     assert message["headers"]["task"] == PAGERDUTY_WEBHOOK
     assert message["properties"]["delivery_info"]["routing_key"] == QUEUE_PAGING
+
+
+async def test_an_unexpected_error_while_publishing_answers_503_not_a_hang(
+    web_settings: Settings, redis_client: redis.Redis, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: RedisPublisher, *args: object, **kw: object) -> list[object]:
+        raise ValueError("a bug in the publisher")
+
+    monkeypatch.setattr(publisher_module.RedisPublisher, "_call", broken)
+    app = create_app(web_settings.model_copy(update={"redis_url": f"{REDIS_BASE}/14", "broker_url": None}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
+        answers = await asyncio.wait_for(
+            asyncio.gather(
+                *(client.post("/alertmanager", json=notification(), headers=AUTH) for _ in range(5))
+            ),
+            timeout=10,
+        )
+    assert [a.status_code for a in answers] == [503] * 5
+    assert broker.llen(QUEUE_ALERTS) == 0
