@@ -156,3 +156,42 @@ def test_twenty_thread_replies_arrive_in_timeline_order(
     notes = [m.text for m in emulator.thread(HIGH, root.ts) if "note number" in m.text]
     assert len(notes) == 20
     assert [int(t.split("note number ")[1][:2]) for t in notes] == list(range(20))
+
+
+def test_the_real_worker_slot_serves_other_channels_while_one_waits_for_tokens(
+    slack_settings: Settings, store: IncidentStore, redis_client: redis.Redis, emulator, celery_worker: object
+) -> None:
+    """One solo worker slot (the session worker): a channel that needs 2 s of tokens does not hold it."""
+    import workers.slack_tasks
+    from bot import tasknames
+    from bot.wiring import CeleryTaskSender, build_runtime
+    from tests.support.fixtures import wait_until
+    from tests.support.slack import RecordingSender
+
+    sender = RecordingSender(forward=CeleryTaskSender(slack_settings))
+    workers.slack_tasks.use_runtime(build_runtime(slack_settings, sender=sender))
+    try:
+        celery = CeleryTaskSender(slack_settings)
+        high = [open_incident(store, n) for n in range(1, 6)]  # 5: the storm threshold, all get roots
+        other = open_incident(store, 99, severity="warning")
+        for incident in high:
+            celery.send(tasknames.NOTIFY_INCIDENT, args=(incident.id, "test"))
+        sent = time.monotonic()
+        celery.send(tasknames.NOTIFY_INCIDENT, args=(other.id, "test"))
+        wait_until(
+            lambda: any(
+                other.id in m.text
+                for m in emulator.channel_messages("C0LOW00001") + emulator.channel_messages("C0MED00001")
+            ),
+            timeout=10,
+        )
+        other_at = time.monotonic() - sent
+        wait_until(lambda: len(emulator.channel_messages(HIGH, top_level_only=True)) == 5, timeout=15)
+        high_posts = sorted(
+            c.at for c in emulator.ok_calls_of("chat.postMessage") if c.params["channel"] == "#incidents-high"
+        )
+        assert high_posts[-1] - high_posts[0] >= 1.9  # burst 3, then 1/s: the channel waited ~2 s
+        assert other_at < 1.0  # ... and the only worker slot served the other channel meanwhile
+        assert sender.named(tasknames.NOTIFY_INCIDENT)  # the waiting syncs re-scheduled themselves
+    finally:
+        workers.slack_tasks.use_runtime(None)
