@@ -162,3 +162,41 @@ def bare_http_server(
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, name="bare-http", daemon=True).start()
     return server, f"{'https' if tls is not None else 'http'}://127.0.0.1:{server.server_address[1]}"
+
+
+#: The lanes as deploy/ and the Procfile run them (bot/tasknames.py LANES): queues, pool, threads.
+LANE_WORKERS = {
+    "intake": ("alerts,paging", 4),
+    "notifications": ("notifications", 8),
+    "runbooks": ("runbooks", 2),
+}
+
+
+def start_lanes(
+    env: dict[str, str], lanes: tuple[str, ...] = ("intake", "notifications")
+) -> list[subprocess.Popen[bytes]]:
+    """One `incident-bot worker` process per lane (threads pool), as deployed; waits for them to boot."""
+    import sys
+
+    procs = []
+    for lane in lanes:
+        queues, threads = LANE_WORKERS[lane]
+        argv = [sys.executable, "-m", "bot.cli", "worker", "--queues", queues]
+        argv += ["--pool", "threads", "--concurrency", str(threads)]
+        procs.append(
+            subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    time.sleep(3.0)  # worker boot (imports, broker connection)
+    return procs
+
+
+def stop_all(*procs: subprocess.Popen[bytes]) -> None:
+    """Terminate (Celery's warm shutdown) and reap."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

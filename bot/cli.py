@@ -48,9 +48,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the web app under uvicorn."""
     import uvicorn
 
+    from bot.runtime import settle_heap
     from bot.web.app import create_app
 
     app = create_app(settings)
+    settle_heap()
     host, port = args.host or settings.host, args.port or settings.port
     print(
         f"incident-bot {__version__}: serving on http://{host}:{port} "
@@ -91,21 +93,42 @@ def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+#: `incident-bot dev`: threads per lane (bot.tasknames.LANES). The intake lane (milliseconds per task) is
+#: embedded in the web process; the slower lanes are child processes, one each (3 processes in all).
+DEV_LANE_THREADS = {"intake": 4, "notifications": 8, "runbooks": 4}
+DEV_EMBEDDED_LANE = "intake"
+
+
+def dev_workers() -> list[tuple[str, tuple[str, ...], int]]:
+    """The workers `incident-bot dev` starts: (lane, queues, threads), one per lane, embedded one first."""
+    from bot.tasknames import LANES
+
+    order = sorted(LANES, key=lambda lane: lane != DEV_EMBEDDED_LANE)
+    return [(lane, LANES[lane], DEV_LANE_THREADS[lane]) for lane in order]
+
+
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the web app and a worker in one process (local use)."""
+    """Run the web app with one worker per lane: intake in this process, the others as children."""
     import uvicorn
 
-    from bot.runtime import embedded_worker
-    from bot.tasknames import ALL_QUEUES
+    from bot.runtime import embedded_worker, settle_heap, worker_processes
     from bot.web.app import create_app
 
     app = worker_app()
     web = create_app(settings)
+    settle_heap()
     host, port = args.host or settings.host, args.port or settings.port
-    with embedded_worker(app, queues=ALL_QUEUES, pool="threads", concurrency=8, loglevel=settings.log_level):
+    (lane, queues, threads), *children = dev_workers()
+    with (
+        worker_processes(children, loglevel=settings.log_level),
+        embedded_worker(
+            app, queues=queues, pool="threads", concurrency=threads, loglevel=settings.log_level, name=lane
+        ),
+    ):
+        shown = "; ".join(f"{lane}: {','.join(q)} ({n} threads)" for lane, q, n in dev_workers())
         print(
-            f"incident-bot {__version__} dev: web on http://{host}:{port}, worker on queues "
-            f"{', '.join(ALL_QUEUES)}, Redis {redact_url(settings.redis_url)}. Ctrl-C stops both."
+            f"incident-bot {__version__} dev: web on http://{host}:{port}, workers per lane ({shown}), "
+            f"Redis {redact_url(settings.redis_url)}. Ctrl-C stops all."
         )
         uvicorn.run(web, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
     return 0
@@ -196,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a Celery worker")
     p.add_argument(
-        "--queues", default="alerts,runbooks,notifications", help="comma-separated queues (default: all)"
+        "--queues",
+        default="alerts,paging,runbooks,notifications",
+        help="comma-separated queues (default: all; deploy runs one worker per lane, see README)",
     )
     p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"], help="pool kind")
     p.add_argument("--concurrency", type=int, help="worker processes/threads (default: CPU count)")

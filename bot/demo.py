@@ -5,7 +5,7 @@ What runs, all on loopback:
 * the sandbox: an emulated llm-d cluster (Kubernetes API emulator with vllm-decode / vllm-prefill) and
   emulated vLLM servers whose queue depth follows offered load and the ready decode replicas;
 * Slack and PagerDuty emulators (or the real services, when SLACK_* / PAGERDUTY_* settings are set);
-* the bot itself, unchanged, as a child process: `incident-bot dev` (web + Celery worker) on Redis;
+* the bot itself, unchanged, as a child process: `incident-bot dev` (web + one worker per lane) on Redis;
 * an alert evaluator standing in for Prometheus + Alertmanager: it reads the vLLM servers' /metrics and
   /health through the bot's own adapter every second and sends Alertmanager v4 notifications (the game-day
   test runs the same loop with a real Prometheus and Alertmanager).
@@ -331,7 +331,8 @@ def _start_bot(
     base = f"http://127.0.0.1:{port}"
     progress.wait("the bot to answer /readyz", lambda: _ready(base), timeout=60)
     progress.say(
-        f"bot: `incident-bot dev` (web + worker) on {base}, Redis key prefix {prefix}; log {log_path}"
+        f"bot: `incident-bot dev` (web + a worker per lane) on {base}, Redis key prefix {prefix}; "
+        f"log {log_path}"
     )
     return base
 

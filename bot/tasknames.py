@@ -1,8 +1,15 @@
 """The one list of Celery task names and queues, shared by the senders (bot/) and the workers (workers/).
 
 Routing follows the name: ``workers.tasks.runbook.*`` runs on the runbooks queue, ``workers.tasks.notify.*``
-on notifications, everything else (alert intake, the timer tick) on alerts. A task module registers its
-tasks under these names; a sender sends by name and never imports the worker's code.
+on notifications, everything else (alert intake, the timer tick) on alerts; the PagerDuty tasks that page,
+acknowledge and resolve (PAGERDUTY_SYNC, PAGERDUTY_WEBHOOK) are routed by exact name to the paging queue,
+which no Slack work shares. A task module registers its tasks under these names; a sender sends by name
+and never imports the worker's code.
+
+Lanes (LANES): which queues one worker consumes. Intake and paging share a lane of short tasks
+(milliseconds each); Slack syncs (seconds, rate-limited) and runbook steps (up to minutes) have lanes of
+their own, so neither a page nor an alert ever waits for a free slot behind them. `incident-bot dev`, the
+Procfile and deploy/ run one worker per lane.
 """
 
 from __future__ import annotations
@@ -14,7 +21,15 @@ from bot.settings import Settings
 QUEUE_ALERTS = "alerts"
 QUEUE_RUNBOOKS = "runbooks"
 QUEUE_NOTIFICATIONS = "notifications"
-ALL_QUEUES = (QUEUE_ALERTS, QUEUE_RUNBOOKS, QUEUE_NOTIFICATIONS)
+QUEUE_PAGING = "paging"
+ALL_QUEUES = (QUEUE_ALERTS, QUEUE_PAGING, QUEUE_RUNBOOKS, QUEUE_NOTIFICATIONS)
+
+#: Worker lanes: name -> the queues one worker of that lane consumes (every queue in exactly one lane).
+LANES: dict[str, tuple[str, ...]] = {
+    "intake": (QUEUE_ALERTS, QUEUE_PAGING),
+    "notifications": (QUEUE_NOTIFICATIONS,),
+    "runbooks": (QUEUE_RUNBOOKS,),
+}
 
 # -- alerts queue ---------------------------------------------------------------------------------------
 #: Apply one Alertmanager notification (the web side LPUSHes the message itself). Args: body, key.
@@ -31,9 +46,9 @@ FLUSH_DIGEST = "workers.tasks.notify.flush_digest"
 SLACK_COMMAND = "workers.tasks.notify.slack_command"
 #: Handle a button click that the web side acknowledged. Args: the interaction fields (dict).
 SLACK_ACTION = "workers.tasks.notify.slack_action"
-#: Reconcile PagerDuty with an incident. Args: incident_id.
+#: Reconcile PagerDuty with an incident (page, acknowledge, resolve). Args: incident_id. Queue: paging.
 PAGERDUTY_SYNC = "workers.tasks.notify.pagerduty_sync"
-#: Apply a verified PagerDuty webhook v3 event. Args: event (dict), webhook id.
+#: Apply a verified PagerDuty webhook v3 event. Args: event (dict), webhook id. Queue: paging.
 PAGERDUTY_WEBHOOK = "workers.tasks.notify.pagerduty_webhook"
 #: Send the PagerDuty change event of a finished rollback. Args: request id.
 ROLLBACK_CHANGE_EVENT = "workers.tasks.notify.rollback_change_event"
@@ -53,6 +68,10 @@ ROLLBACK_EXECUTE = "workers.tasks.runbook.rollback_execute"
 TASK_ROUTES: dict[str, dict[str, str]] = {
     PROCESS_ALERT_GROUP: {"queue": QUEUE_ALERTS, "routing_key": QUEUE_ALERTS},
     TIMERS_TICK: {"queue": QUEUE_ALERTS, "routing_key": QUEUE_ALERTS},
+    # exact names are matched before the patterns: paging keeps its "notify" names (messages already
+    # queued under them stay valid) but never shares a queue with Slack work
+    PAGERDUTY_SYNC: {"queue": QUEUE_PAGING, "routing_key": QUEUE_PAGING},
+    PAGERDUTY_WEBHOOK: {"queue": QUEUE_PAGING, "routing_key": QUEUE_PAGING},
     "workers.tasks.runbook.*": {"queue": QUEUE_RUNBOOKS, "routing_key": QUEUE_RUNBOOKS},
     "workers.tasks.notify.*": {"queue": QUEUE_NOTIFICATIONS, "routing_key": QUEUE_NOTIFICATIONS},
 }

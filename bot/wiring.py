@@ -51,7 +51,7 @@ from bot.severity import load_policy
 from bot.slack.app import build_bolt_app
 from bot.slack.authz import Authorizer
 from bot.slack.controls import SwitchControl, WindowControl
-from bot.slack.notifier import SlackNotifier
+from bot.slack.notifier import DEFERRED_EVENT, SlackNotifier
 from bot.slack.render import SlackRenderer
 from bot.slack.runtime import SlackRuntime
 from bot.slack.service import (
@@ -465,8 +465,19 @@ def build_runtime(
         for name, args in change_notifications(settings, incident_id):
             task_sender.send(name, args=args)
 
+    def reschedule_sync(incident_id: str, delay: float) -> None:
+        task_sender.send(tasknames.NOTIFY_INCIDENT, args=(incident_id, DEFERRED_EVENT), countdown=delay)
+
     messages = SlackMessages(r, settings.key_prefix)
-    notifier = SlackNotifier(web, store, messages, renderer, settings, schedule_digest_flush=schedule_flush)
+    notifier = SlackNotifier(
+        web,
+        store,
+        messages,
+        renderer,
+        settings,
+        schedule_digest_flush=schedule_flush,
+        reschedule_sync=reschedule_sync,
+    )
     authorizer = _authorizer(settings, r, web)
     service = SlackService(
         store=store,

@@ -4,8 +4,9 @@ Visibility timeout: 900 s by default (CELERY_VISIBILITY_TIMEOUT). On Redis a tas
 acknowledged is handed out again after this long, so it must exceed the longest task; every task here is
 bounded well below it (alert intake takes milliseconds; runbook steps carry their own timeouts, capped at
 10 minutes). Nothing uses countdowns or ETAs near it: escalation timers live in a Redis sorted set polled by
-beat (``workers.tasks.timers.tick`` every TIMER_TICK_SECONDS, see bot.storage.timers). Longer would
-delay recovery after a whole worker node is lost; shorter risks running a long step twice.
+beat (``workers.tasks.timers.tick`` every TIMER_TICK_SECONDS, see bot.storage.timers); the longest
+countdowns are a Slack sync's re-run when its rate-limit turn is due (seconds) and the digest flush.
+Longer would delay recovery after a whole worker node is lost; shorter risks running a long step twice.
 """
 
 from __future__ import annotations

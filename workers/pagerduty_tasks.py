@@ -1,4 +1,4 @@
-"""Celery tasks of the PagerDuty sync (notifications queue)."""
+"""Celery tasks of the PagerDuty sync (paging queue: a lane no Slack work shares)."""
 
 from __future__ import annotations
 

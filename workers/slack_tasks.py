@@ -12,6 +12,7 @@ from celery import Task
 from bot import tasknames
 from bot.errors import IncidentBotError, PermanentError, TransientError
 from bot.settings import get_settings
+from bot.slack.notifier import DEFERRED_EVENT
 from bot.slack.runtime import SlackRuntime
 from bot.wiring import build_runtime
 from workers.celery_app import app
@@ -54,14 +55,15 @@ def use_runtime(value: SlackRuntime | None) -> None:
 def incident_event(self: Task, incident_id: str, event_id: str | None = None) -> str:
     """Bring the incident's Slack messages up to date (root message and one reply per timeline entry)."""
     rt = runtime()
-    result = rt.notifier.sync(incident_id)
-    rt.store.count_task("slack_notify", result.root)
+    result = rt.notifier.sync(incident_id, resumed=event_id == DEFERRED_EVENT)
+    rt.store.count_task("slack_notify", "deferred" if result.deferred else result.root)
     log.info(
-        "slack sync: incident=%s event=%s root=%s replies=%d attempt=%d",
+        "slack sync: incident=%s event=%s root=%s replies=%d deferred=%s attempt=%d",
         incident_id,
         event_id,
         result.root,
         len(result.replies),
+        f"{result.deferred:.2f}s" if result.deferred else "no",
         self.request.retries,
     )
     return result.root

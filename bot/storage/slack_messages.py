@@ -3,7 +3,8 @@
 Keys (under the store prefix):
 
     slack:root:<incident>       hash: channel (as configured), channel_id, ts, mode (message|digest),
-                                pending (epoch of a post in flight), digest (hash of the last rendering)
+                                pending (epoch of a post in flight), digest (hash of the last rendering),
+                                admitted (the storm check gave it a root of its own; set before the post)
     slack:posted:<incident>     hash: timeline entry id -> message ts, or "pending:<epoch>" while posting
     slack:channel_ids           hash: configured channel -> channel id, as Slack answered a post
     slack:lock:<incident>       serialises syncs of one incident across workers
@@ -14,6 +15,8 @@ Keys (under the store prefix):
     slack:digest:<channel>:scheduled  set while a flush of the digest is scheduled
     slack:bucket:post:<channel> token bucket for chat.postMessage in that channel
     slack:bucket:update         token bucket for chat.update (a per-workspace limit)
+    slack:bucket:<...>:queue|lease|seq   the first-come line in front of a bucket (bot/storage/bucket.py)
+    slack:deferred:<incident>   set while a re-run of the incident's sync is scheduled (waiting for a token)
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ class SlackMessages:
     def set_root_digest(self, incident_id: str, digest: str) -> None:
         """Remember the hash of the root message as last rendered."""
         self._r.hset(self.key("root", incident_id), "digest", digest)
+
+    def admit_root(self, incident_id: str, channel: str) -> None:
+        """Note that the incident gets a root message of its own (the storm check said so, once)."""
+        self._r.hset(self.key("root", incident_id), mapping={"channel": channel, "admitted": "1"})
 
     def mark_root_pending(self, incident_id: str, channel: str, now: float) -> None:
         """Note that the root message is being posted (a crash after the post is found by metadata)."""
@@ -164,3 +171,13 @@ class SlackMessages:
         dkey = self.key("digest", channel)
         self._r.hset(dkey, mapping={"channel_id": channel_id, "ts": ts})
         self._r.hdel(dkey, "pending")
+
+    # --- deferred syncs --------------------------------------------------------------------------
+    def claim_deferral(self, incident_id: str, ttl: float) -> bool:
+        """Mark a deferred re-run of the incident's sync scheduled; False when one is scheduled already."""
+        ms = max(1000, int(ttl * 1000))
+        return bool(self._r.set(self.key("deferred", incident_id), "1", nx=True, px=ms))
+
+    def clear_deferral(self, incident_id: str) -> None:
+        """The deferred re-run runs: a new deferral schedules another one."""
+        self._r.delete(self.key("deferred", incident_id))

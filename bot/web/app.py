@@ -15,6 +15,7 @@ from bot.settings import Settings
 from bot.tasknames import TaskSender
 from bot.web import handlers
 from bot.web.handlers import WebState
+from bot.web.ingest import AlertmanagerIngest
 from bot.web.metrics import StoreCollector, WebMetrics
 from bot.web.publisher import Publisher, RedisPublisher
 from bot.web.slack_events import mount_slack
@@ -30,13 +31,35 @@ def _require_alertmanager_auth(settings: Settings) -> None:
         )
 
 
+class BotApp(FastAPI):
+    """FastAPI, with ``POST /alertmanager`` answered ahead of its middleware and routing (bot.web.ingest).
+
+    The route stays registered in FastAPI too (other methods get its 405; OpenAPI documents it), but a
+    POST never reaches it: ingest is the hot path, and that machinery cost a third of its throughput.
+    """
+
+    fast_ingest: AlertmanagerIngest | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """ASGI entry: the ingest fast path, else FastAPI."""
+        if (
+            self.fast_ingest is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/alertmanager"
+            and scope["method"] == "POST"
+        ):
+            await self.fast_ingest(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
     publisher: Publisher | None = None,
     redis_client: redis.Redis | None = None,
     slack_sender: TaskSender | None = None,
-) -> FastAPI:
+) -> BotApp:
     """Build the web app; raises ConfigError when Alertmanager auth is neither configured nor waived."""
     _require_alertmanager_auth(settings)
     client = redis_client or wiring.redis_client(settings, "web")
@@ -46,7 +69,7 @@ def create_app(
     broker = wiring.redis_client(settings, "metrics", url=settings.effective_broker_url)
     metrics.registry.register(StoreCollector(store, broker))
 
-    app = FastAPI(
+    app = BotApp(
         title="llmd-incident-bot",
         version=__version__,
         description="Receives Alertmanager, Slack and PagerDuty webhooks and turns them into incidents.",
@@ -55,6 +78,7 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     app.state.web = WebState(settings, store, metrics, pub, client, settings.pagerduty_webhook_secret_list)
+    app.fast_ingest = AlertmanagerIngest(app.state.web)
     _add_routes(app, settings)
     if settings.slack_configured:
         mount_slack(app, settings, redis_client=client, sender=slack_sender)

@@ -24,7 +24,7 @@ from bot.integrations.pagerduty import verify_webhook
 from bot.models import AlertmanagerWebhook
 from bot.settings import Settings
 from bot.storage.incidents import IncidentStore
-from bot.tasknames import PAGERDUTY_WEBHOOK, QUEUE_NOTIFICATIONS
+from bot.tasknames import PAGERDUTY_WEBHOOK, QUEUE_PAGING
 from bot.web.auth import alertmanager_authorized
 from bot.web.body import BodyTooLarge, read_limited_body
 from bot.web.metrics import WebMetrics
@@ -168,7 +168,7 @@ async def pagerduty(request: Request) -> Response:
     try:
         queued = await web.publisher.publish(
             PAGERDUTY_WEBHOOK,
-            QUEUE_NOTIFICATIONS,
+            QUEUE_PAGING,  # the route of PAGERDUTY_WEBHOOK (bot.tasknames)
             json.dumps([event, webhook_id]).encode(),
             argsrepr=f"(<pagerduty {event['event_type']}>, {webhook_id!r})",
             unless=web.store.key("pd", "webhook", webhook_id),

@@ -6,16 +6,23 @@ one round trip per webhook, no thread hop, and an answer only once Redis holds t
 ``Celery.send_task`` costs ~0.35 ms of CPU per message (a new Redis client object per publish inside kombu,
 a repr of the arguments), which capped ingest at a fraction of a bare endpoint. The format is checked in
 tests against what the installed Celery produces, and a real worker consumes these messages.
+
+Group commit: the webhooks that arrive while the event loop is busy are written together, one script call
+for up to BATCH_MAX of them (in arrival order), and each request is answered once that call returned, i.e.
+once Redis holds its message (and, under REDIS_MIN_REPLICAS_ACK, the replicas acknowledged it). A batch
+that fails answers every request in it with BrokerUnavailable (503): none is acknowledged unless stored.
+redis-py's per-command cost (connection checkout, packing, parsing) was most of a webhook's CPU time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import socket
 import uuid
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
@@ -37,6 +44,30 @@ if ARGV[2] ~= '0' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) t
 redis.call('LPUSH', KEYS[2], ARGV[1])
 return 1
 """
+
+
+# The same decision for a batch: KEYS are (delivery marker, queue, queued marker) per message, ARGV
+# (message, marker TTL) per message, in arrival order. Returns one answer per message.
+_PUBLISH_BATCH = """
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local done, queue, marker = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local ttl = ARGV[2 * i + 2]
+  if redis.call('EXISTS', done) == 1 then
+    out[i + 1] = 0
+  elseif ttl ~= '0' and not redis.call('SET', marker, '1', 'NX', 'EX', ttl) then
+    out[i + 1] = 2
+  else
+    redis.call('LPUSH', queue, ARGV[2 * i + 1])
+    out[i + 1] = 1
+  end
+end
+return out
+"""
+#: At most this many messages per script call.
+BATCH_MAX = 128
+
+_Pending = tuple[list[str], list[bytes | int], "asyncio.Future[int]"]
 
 
 class Publisher(Protocol):
@@ -97,6 +128,9 @@ class RedisPublisher:
         # twice. The marker lives a visibility timeout (a queued message is taken or redelivered by then).
         self._queued_ttl = settings.celery_visibility_timeout if self._ack.replicas else 0
         self._origin = f"incident-bot-web@{socket.gethostname()}:{os.getpid()}"
+        self._batch_script = self._redis.register_script(_PUBLISH_BATCH)
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def publish_alert_group(self, payload_json: bytes, delivery_key: str) -> bool:
         """LPUSH `process_alert_group` unless the delivery marker exists; True when queued."""
@@ -121,16 +155,61 @@ class RedisPublisher:
         try:
             if self._state is not None and await self._state.exists(unless):
                 return False
-            if self._ack.replicas:
-                queued = await eval_replicated(self._redis, _PUBLISH_IF_NEW, keys, args, self._ack)
-            else:
-                queued = await self._script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"broker did not accept the task: {exc}") from exc
-        return bool(queued)  # 2: queued by an earlier attempt, still not applied: accepted, once
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((keys, args, answer))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        return bool(await answer)  # 2: queued by an earlier attempt, still not applied: accepted, once
+
+    async def _flush(self) -> None:
+        """Write the pending messages, BATCH_MAX per script call, until none is left."""
+        batch: list[_Pending] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:BATCH_MAX], self._pending[BATCH_MAX:]
+                await self._write(batch)
+                batch = []
+        except BaseException as exc:  # a bug or a cancelled task: no request may wait for ever
+            stranded, self._pending = batch + self._pending, []
+            _fail(stranded, BrokerUnavailable(f"publishing failed: {exc!r}"))
+            raise
+        finally:
+            self._flusher = None
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        keys = [k for item in batch for k in item[0]]
+        args = [a for item in batch for a in item[1]]
+        try:
+            answers: list[Any] = await self._call(keys, args, single=len(batch) == 1)
+        except BrokerUnavailable as exc:
+            _fail(batch, exc)
+            return
+        except (RedisError, OSError) as exc:
+            _fail(batch, BrokerUnavailable(f"broker did not accept the task: {exc}"))
+            return
+        for (_, _, answer), value in zip(batch, answers, strict=True):
+            if not answer.done():
+                answer.set_result(int(value))
+
+    async def _call(self, keys: list[str], args: list[bytes | int], *, single: bool) -> list[Any]:
+        script = _PUBLISH_IF_NEW if single else _PUBLISH_BATCH
+        if self._ack.replicas:
+            result = await eval_replicated(self._redis, script, keys, args, self._ack)
+        else:
+            result = await (self._script if single else self._batch_script)(keys=keys, args=args)
+        return [result] if single else list(result)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._redis.aclose()
         if self._state is not None:
             await self._state.aclose()
+
+
+def _fail(batch: list[_Pending], error: BrokerUnavailable) -> None:
+    """Answer every request of `batch` still waiting with `error` (its handler answers 503)."""
+    for _, _, answer in batch:
+        if not answer.done():
+            answer.set_exception(error)

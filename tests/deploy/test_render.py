@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from bot.settings import Settings
+from bot.tasknames import LANES
 from tests.deploy.conftest import DEPLOY, KUBERNETES_VERSION, ROOT, by_kind, kustomize, pod_specs, rendered
 
 # Environment variables the manifests set that are not Settings fields, and why.
@@ -129,7 +130,8 @@ def test_external_redis_component_replaces_the_bundled_redis() -> None:
 def test_replicas_per_environment(overlay_name: str, web: int, workers: int) -> None:
     deployments = by_kind(rendered(overlay_name), "Deployment")
     assert deployments["incident-bot-web"]["spec"]["replicas"] == web
-    assert deployments["incident-bot-worker-alerts-notifications"]["spec"]["replicas"] == workers
+    assert deployments["incident-bot-worker-intake"]["spec"]["replicas"] == workers
+    assert deployments["incident-bot-worker-notifications"]["spec"]["replicas"] == workers
     assert deployments["incident-bot-worker-runbooks"]["spec"]["replicas"] == workers
     beat = deployments["incident-bot-beat"]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"] == {"type": "Recreate"}
@@ -141,7 +143,8 @@ def test_production_spreads_pods_and_keeps_two_of_three() -> None:
     deployments = by_kind(objects, "Deployment")
     for name in (
         "incident-bot-web",
-        "incident-bot-worker-alerts-notifications",
+        "incident-bot-worker-intake",
+        "incident-bot-worker-notifications",
         "incident-bot-worker-runbooks",
     ):
         assert pdbs[name]["spec"] == {
@@ -155,15 +158,18 @@ def test_production_spreads_pods_and_keeps_two_of_three() -> None:
     assert "incident-bot-beat" not in pdbs  # a PDB on a lone pod would block node drains
 
 
-def test_workers_split_so_notifications_never_wait_behind_runbooks(overlay: str) -> None:
+def test_workers_run_the_lanes_so_pages_never_wait_behind_slack_or_runbooks(overlay: str) -> None:
     deployments = by_kind(rendered(overlay), "Deployment")
 
-    def queues(name: str) -> set[str]:
+    def queues(name: str) -> tuple[str, ...]:
         args = deployments[name]["spec"]["template"]["spec"]["containers"][0]["args"]
-        return set(args[args.index("--queues") + 1].split(","))
+        return tuple(sorted(args[args.index("--queues") + 1].split(",")))
 
-    assert queues("incident-bot-worker-alerts-notifications") == {"alerts", "notifications"}
-    assert queues("incident-bot-worker-runbooks") == {"runbooks"}
+    workers = {n: queues(n) for n in deployments if n.startswith("incident-bot-worker-")}
+    assert sorted(workers.values()) == sorted(tuple(sorted(q)) for q in LANES.values())  # one per lane
+    assert workers["incident-bot-worker-intake"] == ("alerts", "paging")
+    assert workers["incident-bot-worker-notifications"] == ("notifications",)
+    assert workers["incident-bot-worker-runbooks"] == ("runbooks",)
 
 
 def test_redis_persists_and_never_evicts(overlay: str) -> None:

@@ -7,7 +7,7 @@ from tests.deploy.conftest import by_kind, pod_specs, rendered
 
 def test_every_pod_is_restricted(overlay: str) -> None:
     specs = list(pod_specs(rendered(overlay)))
-    assert len(specs) == 5  # web, two workers, beat, redis
+    assert len(specs) == 6  # web, three workers (one per lane), beat, redis
     for name, spec in specs:
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] is True, name
@@ -45,7 +45,8 @@ def test_workers_have_no_liveness_probe_by_design(overlay: str) -> None:
     # A `celery inspect ping` probe would restart every worker during a Redis outage (see the manifest).
     deployments = by_kind(rendered(overlay), "Deployment")
     for name in (
-        "incident-bot-worker-alerts-notifications",
+        "incident-bot-worker-intake",
+        "incident-bot-worker-notifications",
         "incident-bot-worker-runbooks",
         "incident-bot-beat",
     ):

@@ -26,7 +26,10 @@ def test_every_task_routes_to_the_queue_its_name_says() -> None:
         tasknames.PROCESS_ALERT_GROUP: "alerts",
         tasknames.TIMERS_TICK: "alerts",
         tasknames.NOTIFY_INCIDENT: "notifications",
-        tasknames.PAGERDUTY_SYNC: "notifications",
+        tasknames.PAGERDUTY_SYNC: "paging",
+        tasknames.PAGERDUTY_WEBHOOK: "paging",
+        tasknames.FLUSH_DIGEST: "notifications",
+        tasknames.SLACK_COMMAND: "notifications",
         tasknames.ROLLBACK_CHANGE_EVENT: "notifications",
         tasknames.RUNBOOK_STEP: "runbooks",
         tasknames.ROLLBACK_EXECUTE: "runbooks",
@@ -38,3 +41,18 @@ def test_every_task_routes_to_the_queue_its_name_says() -> None:
 
     assert {name: queue(name) for name in expected} == expected
     assert {queue(n) for n in tasknames.ALL_TASKS} == set(tasknames.ALL_QUEUES)
+
+
+def test_the_lanes_keep_paging_and_intake_away_from_slow_work() -> None:
+    lanes = tasknames.LANES
+    flat = [q for queues in lanes.values() for q in queues]
+    assert sorted(flat) == sorted(tasknames.ALL_QUEUES)  # every queue in exactly one lane
+    lane_of = {q: name for name, queues in lanes.items() for q in queues}
+    slow = {tasknames.QUEUE_NOTIFICATIONS, tasknames.QUEUE_RUNBOOKS}
+    for fast in (tasknames.QUEUE_ALERTS, tasknames.QUEUE_PAGING):
+        assert not slow & set(lanes[lane_of[fast]]), f"{fast} shares a lane with slow work"
+    assert lane_of[tasknames.QUEUE_NOTIFICATIONS] != lane_of[tasknames.QUEUE_RUNBOOKS]
+
+    router = make_celery(Settings(alertmanager_token="x"), with_tasks=False).amqp.router
+    paging = {n for n in tasknames.ALL_TASKS if router.route({}, n)["queue"].name == tasknames.QUEUE_PAGING}
+    assert paging == {tasknames.PAGERDUTY_SYNC, tasknames.PAGERDUTY_WEBHOOK}  # no Slack task among them
