@@ -219,7 +219,7 @@ def test_kill_9_of_the_master_loses_nothing_and_does_nothing_twice(
         Process("web", ["serve", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path),
         Process(
             "worker",
-            ["worker", "--queues", "alerts,notifications,runbooks", "--concurrency", "3"],
+            ["worker", "--queues", "alerts,paging,notifications,runbooks", "--concurrency", "3"],
             env,
             tmp_path,
         ),
