@@ -385,13 +385,17 @@ class RolloutController:
 
     def _ensure_replicaset(self, ro: JSON, template: JSON, pod_hash: str) -> JSON:
         owned = self._owned(ro)
+        top = max((_rs_revision(r) for r in owned), default=0)
         for rs in owned:
             if rs["metadata"]["labels"].get(HASH) == pod_hash:
+                if _rs_revision(rs) < top:
+                    # an old template again (undo, or back to stable): it becomes the newest revision
+                    rs = copy.deepcopy(rs)
+                    rs["metadata"].setdefault("annotations", {})[REVISION] = str(top + 1)
+                    rs = self.cluster._put("ReplicaSet", rs)
                 return rs
         c, ns = self.cluster, ro["metadata"]["namespace"]
-        revision = 1 + max(
-            (int((r["metadata"].get("annotations") or {}).get(REVISION, 0)) for r in owned), default=0
-        )
+        revision = top + 1
         template.setdefault("metadata", {}).setdefault("labels", {})[HASH] = pod_hash
         selector = copy.deepcopy((ro.get("spec") or {}).get("selector") or {"matchLabels": {}})
         selector.setdefault("matchLabels", {})[HASH] = pod_hash
@@ -581,6 +585,13 @@ def _weight(steps: list[JSON], index: int) -> int:
         if "setWeight" in step:
             weight = int(step["setWeight"])
     return max(0, min(100, weight))
+
+
+def _rs_revision(rs: JSON) -> int:
+    try:
+        return int((rs["metadata"].get("annotations") or {}).get(REVISION, 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _rev(ro: JSON) -> str:
