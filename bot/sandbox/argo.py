@@ -404,7 +404,7 @@ class RolloutController:
         meta["labels"] = dict(template["metadata"]["labels"])
         meta["annotations"] = {REVISION: str(revision)}
         meta["ownerReferences"] = [_owner(ro)]
-        rs: JSON = {
+        new: JSON = {
             "kind": "ReplicaSet",
             "apiVersion": "apps/v1",
             "metadata": meta,
@@ -414,7 +414,7 @@ class RolloutController:
         self._event(
             ro, "Normal", "NewReplicaSetCreated", f"Created ReplicaSet {meta['name']} (revision {revision})"
         )
-        return c._put("ReplicaSet", rs, created=True)
+        return c._put("ReplicaSet", new, created=True)
 
     def _scale(self, ro: JSON, wanted: dict[str, int], *, others: int | None) -> dict[str, int]:
         """Scale the owned ReplicaSets (hash -> replicas; the others to ``others``, or left when None).
