@@ -61,6 +61,9 @@ class Preview:
     generation: int
     revisions: tuple[int, ...]
     at: datetime
+    kind: str = "Deployment"
+    argo: dict[str, Any] | None = None
+    """For a Rollout (bot.rollback.preview_argo): abort or undo, weight, stable/canary images, analysis."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, stored with the request."""
@@ -85,6 +88,7 @@ class Preview:
             "generation": self.generation,
             "revisions": list(self.revisions),
             "at": self.at.isoformat(),
+            **({"kind": self.kind, "argo": self.argo} if self.argo is not None else {}),
         }
 
 
@@ -183,11 +187,34 @@ def age_text(seconds: float | None) -> str:
     return f"{s / 86400:.0f} d ago"
 
 
+def argo_lines(argo: dict[str, Any]) -> list[str]:
+    """What a Rollout's preview adds: the action and its meaning, the canary, the failed analysis."""
+    lines = [f"  action:  {argo['action_text']}"]
+    if argo.get("canary_images"):
+        lines.append(
+            f"  canary:  {', '.join(argo['canary_images'])} at {argo['canary_weight']}% "
+            f"({argo['phase']}, step {argo['step']})"
+        )
+    lines.append(f"  stable:  {', '.join(argo['stable_images']) or 'unknown'}")
+    if argo.get("failed_analysis"):
+        lines.append(
+            f"  analysis {argo['failed_analysis']} failed: {argo.get('failed_analysis_message') or ''}"
+        )
+    return lines
+
+
 def preview_lines(p: dict[str, Any]) -> list[str]:
     """The stored preview as plain text lines (the CLI prints these)."""
     cur, tgt = p["current"], p["target"]
+    argo = p.get("argo")
+    what = (
+        f"{'Abort' if argo and argo['action'] == 'abort' else 'Rollback'} of Rollout"
+        if argo
+        else "Rollback of"
+    )
     lines = [
-        f"Rollback of {p['namespace']}/{p['deployment']}",
+        f"{what} {p['namespace']}/{p['deployment']}",
+        *(argo_lines(argo) if argo else []),
         f"  current: revision {cur['revision']} ({age_text(cur['age_s'])}): {', '.join(cur['images'])}",
         f"  target:  revision {tgt['revision']} ({age_text(tgt['age_s'])}): {', '.join(tgt['images'])}",
         "  changes:",
