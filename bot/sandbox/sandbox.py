@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.sandbox.argo import RolloutController, canary_rollout
-from bot.sandbox.cluster import Cluster, _pod_ready
+from bot.sandbox.cluster import Cluster, _pod_ready, vllm_deployment
 from bot.sandbox.kube_emulator import KubeEmulator
 from bot.sandbox.vllm_emulator import EmulatorConfig, EmulatorFleet, start_emulators
 
@@ -42,6 +42,9 @@ class SandboxConfig:
     offered_rps: float = 0.0
     decode_kind: str = "Deployment"
     """Deployment, or Rollout (an Argo canary Rollout named vllm-decode)."""
+    canary_rollout: str | None = None
+    """With the decode Deployment: an Argo canary Rollout of this name beside it (its own pods and labels,
+    role decode) that :meth:`Sandbox.start_canary` rolls; the demo's canary act uses it."""
 
 
 CANARY_STEPS: tuple[dict[str, Any], ...] = (
@@ -65,6 +68,7 @@ class Sandbox:
         self.kubeconfig: Path | None = None
         self.catalog: Path | None = None
         self.argo: RolloutController | None = None
+        self.rollout_name = "vllm-decode"
         self.bad_images: set[str] = set()
 
     @property
@@ -80,20 +84,25 @@ class Sandbox:
 
     def _rollout_pods(self) -> list[dict[str, Any]]:
         with self.cluster.lock:
-            pods = self.cluster.pods(self.config.namespace, "app.kubernetes.io/name=vllm-decode")
+            pods = self.cluster.pods(self.config.namespace, f"app.kubernetes.io/name={self.rollout_name}")
             return [p for p in pods if "rollouts-pod-template-hash" in (p["metadata"].get("labels") or {})]
 
-    def _seed_rollout(self) -> None:
-        """Replace the decode Deployment by an Argo canary Rollout of the same pods."""
-        c, ns = self.cluster, self.config.namespace
+    def _seed_rollout(self, name: str | None = None) -> None:
+        """Replace the decode Deployment by an Argo canary Rollout of the same pods (or add Rollout name)."""
+        c, ns, cfg = self.cluster, self.config.namespace, self.config
         self.argo = RolloutController(c)
-        template = c.get("Deployment", ns, "vllm-decode")["spec"]["template"]
+        if name is None:
+            template = c.get("Deployment", ns, "vllm-decode")["spec"]["template"]
+            c.delete_deployment(ns, "vllm-decode")
+        else:
+            self.rollout_name = name
+            dep = vllm_deployment(name, image=cfg.image, replicas=cfg.decode_replicas, model=cfg.model)
+            template = dep["spec"]["template"]
         template["metadata"].pop("creationTimestamp", None)
-        c.delete_deployment(ns, "vllm-decode")
         body = canary_rollout(
-            "vllm-decode",
+            self.rollout_name,
             template,
-            replicas=self.config.decode_replicas,
+            replicas=cfg.decode_replicas,
             steps=[dict(s) for s in CANARY_STEPS],
             traffic_routing=True,
         )
@@ -109,7 +118,7 @@ class Sandbox:
         self.cluster.patch_object(
             "Rollout",
             self.config.namespace,
-            "vllm-decode",
+            self.rollout_name,
             "application/json-patch+json",
             [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": image}],
         )
@@ -119,7 +128,7 @@ class Sandbox:
         if self.argo is None:
             return 0.0
         try:
-            ro = self.cluster.get("Rollout", self.config.namespace, "vllm-decode")
+            ro = self.cluster.get("Rollout", self.config.namespace, self.rollout_name)
         except Exception:
             return 0.0
         containers = ro["spec"]["template"]["spec"].get("containers") or []
@@ -142,6 +151,8 @@ class Sandbox:
         )
         if c.decode_kind == "Rollout":
             self._seed_rollout()
+        elif c.canary_rollout:
+            self._seed_rollout(c.canary_rollout)
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig", namespace=c.namespace)
         self.catalog = self.write_catalog(self.workdir / "catalog.yaml")
         self.vllm = start_emulators(
