@@ -280,6 +280,11 @@ def _play(settings: Settings, redis_url: str, progress: Progress) -> int:
         stage = _Stage(progress, sandbox, store, evaluator, pd)
         first = _act_saturation(stage)
         second = _act_bad_rollout(stage)
+        # the worker posts each incident's timeline to its Slack thread; let it catch up first, so the
+        # canary act's runbook steps do not queue behind a backlog of thread replies
+        progress.wait(
+            "Slack to catch up", lambda: _slack_caught_up(slack, store, [first.id, second.id]), timeout=120
+        )
         third = _act_canary(stage)
         progress.wait(
             "the runbooks to finish",
@@ -457,6 +462,18 @@ def _act_canary(stage: _Stage) -> Incident:
     progress.wait(f"{third.id} to resolve", lambda: stage.resolved(third.id))
     progress.say(f"errors stopped; {third.id} resolved")
     return third
+
+
+def _slack_caught_up(slack: Any, store: IncidentStore, incident_ids: list[str]) -> bool:
+    """Whether every timeline entry of the incidents is a reply in Slack (the emulator's threads)."""
+    if slack is None:
+        return True
+    replies = sum(
+        len(slack.thread(channel_id, root.ts)) - 1
+        for channel_id in slack.channels.values()
+        for root in slack.channel_messages(channel_id, top_level_only=True)
+    )
+    return replies >= sum(len(store.timeline(i)) - 1 for i in incident_ids)
 
 
 def _aborted(sandbox: Any) -> bool:

@@ -203,10 +203,11 @@ class RolloutController:
         routed = "trafficRouting" in ((spec.get("strategy") or {}).get("canary") or {})
         canary_replicas = 0 if pod_hash == stable else math.ceil(replicas * weight / 100)
         stable_replicas = replicas if routed or pod_hash == stable else replicas - canary_replicas
-        canary["weights"] = {
-            "canary": {"podTemplateHash": pod_hash, "weight": weight},
-            "stable": {"podTemplateHash": stable, "weight": 100 - weight},
-        }
+        if routed:  # Argo writes weights only through a traffic router; else the replicas are the split
+            canary["weights"] = {
+                "canary": {"podTemplateHash": pod_hash, "weight": weight},
+                "stable": {"podTemplateHash": stable, "weight": 100 - weight},
+            }
         status["canary"] = canary
         wanted = {pod_hash: canary_replicas, stable: stable_replicas}
         return self._scale(ro, wanted, others=0)

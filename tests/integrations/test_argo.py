@@ -133,7 +133,8 @@ def test_abort_goes_back_to_stable(argo: ArgoRollouts, cluster: Cluster) -> None
     st = status(cluster)
     assert st["abort"] is True and st["phase"] == "Degraded"
     assert st["message"] == "RolloutAborted: Rollout aborted update to revision 2"
-    assert st["canary"]["weights"]["canary"]["weight"] == 0 and st["currentStepIndex"] == 0
+    assert "weights" not in st["canary"], "no traffic router: Argo writes no weights"
+    assert st["currentStepIndex"] == 0 and argo.status(NS, NAME).canary_weight == 0
     assert rs_replicas(cluster) == {STABLE: 5, BROKEN: 0}
     assert "pauseConditions" not in st
     managed = cluster.get("Rollout", NS, NAME)["metadata"]["managedFields"]
@@ -148,11 +149,7 @@ def test_retry_starts_the_steps_over(argo: ArgoRollouts, cluster: Cluster) -> No
     argo.retry(NS, NAME)
     st = status(cluster)
     assert "abort" not in st or st["abort"] is False
-    assert (st["phase"], st["currentStepIndex"], st["canary"]["weights"]["canary"]["weight"]) == (
-        "Paused",
-        1,
-        20,
-    )
+    assert (st["phase"], st["currentStepIndex"], argo.status(NS, NAME).canary_weight) == ("Paused", 1, 20)
     assert rs_replicas(cluster) == {STABLE: 4, BROKEN: 1}
 
 
@@ -300,6 +297,29 @@ def test_blue_green_preview_then_promote(tmp_path: Path) -> None:
             assert rs_replicas(cluster) == {STABLE: 0, CANARY: 5}
         finally:
             kube.close()
+
+
+def test_traffic_routed_canary_reports_weights() -> None:
+    cluster = new_cluster()
+    body = canary_rollout("routed", template(), replicas=5, steps=STEPS, traffic_routing=True)
+    cluster.create_object("Rollout", body, NS)
+    cluster.patch_object(
+        "Rollout",
+        NS,
+        "routed",
+        "application/json-patch+json",
+        [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": CANARY}],
+    )
+    weights = cluster.get("Rollout", NS, "routed")["status"]["canary"]["weights"]
+    assert (weights["canary"]["weight"], weights["stable"]["weight"]) == (20, 80)
+    # with a traffic router the stable keeps every replica; the canary gets its share on top
+    images = {
+        rs["spec"]["template"]["spec"]["containers"][0]["image"]: rs["spec"]["replicas"]
+        for rs in cluster.list_objects("ReplicaSet", NS)
+        if rs["metadata"]["name"].startswith("routed-")
+    }
+    assert images == {STABLE: 5, CANARY: 1}
+    assert summarize_rollout(cluster.get("Rollout", NS, "routed")).canary_weight == 20
 
 
 def test_parse_duration() -> None:
