@@ -282,9 +282,7 @@ def _play(settings: Settings, redis_url: str, progress: Progress) -> int:
         second = _act_bad_rollout(stage)
         # the worker posts each incident's timeline to its Slack thread; let it catch up first, so the
         # canary act's runbook steps do not queue behind a backlog of thread replies
-        progress.wait(
-            "Slack to catch up", lambda: _slack_caught_up(slack, store, [first.id, second.id]), timeout=120
-        )
+        progress.wait("Slack to catch up", _SlackSettled(slack), timeout=120)
         third = _act_canary(stage)
         progress.wait(
             "the runbooks to finish",
@@ -464,16 +462,24 @@ def _act_canary(stage: _Stage) -> Incident:
     return third
 
 
-def _slack_caught_up(slack: Any, store: IncidentStore, incident_ids: list[str]) -> bool:
-    """Whether every timeline entry of the incidents is a reply in Slack (the emulator's threads)."""
-    if slack is None:
-        return True
-    replies = sum(
-        len(slack.thread(channel_id, root.ts)) - 1
-        for channel_id in slack.channels.values()
-        for root in slack.channel_messages(channel_id, top_level_only=True)
-    )
-    return replies >= sum(len(store.timeline(i)) - 1 for i in incident_ids)
+class _SlackSettled:
+    """True once the emulator's thread replies stopped growing for `quiet_s` (the worker caught up)."""
+
+    def __init__(self, slack: Any, quiet_s: float = 3.0) -> None:
+        self.slack, self.quiet_s = slack, quiet_s
+        self.count, self.since = -1, time.monotonic()
+
+    def __call__(self) -> bool:
+        if self.slack is None:
+            return True
+        count = sum(
+            len(self.slack.thread(channel_id, root.ts))
+            for channel_id in self.slack.channels.values()
+            for root in self.slack.channel_messages(channel_id, top_level_only=True)
+        )
+        if count != self.count:
+            self.count, self.since = count, time.monotonic()
+        return time.monotonic() - self.since >= self.quiet_s
 
 
 def _aborted(sandbox: Any) -> bool:
