@@ -322,6 +322,27 @@ def test_traffic_routed_canary_reports_weights() -> None:
     assert summarize_rollout(cluster.get("Rollout", NS, "routed")).canary_weight == 20
 
 
+def test_old_crd_without_status_subresource_gets_the_main_resource_patch(
+    argo: ArgoRollouts, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An old Rollout CRD without the status subresource: /status is 404, the plugin patches the object."""
+    import bot.sandbox.cluster as cluster_module
+    import bot.sandbox.kube_emulator as emulator_module
+
+    old = frozenset(cluster_module.STATUS_SUBRESOURCE - {"Rollout"})
+    monkeypatch.setattr(cluster_module, "STATUS_SUBRESOURCE", old)
+    monkeypatch.setattr(emulator_module, "STATUS_SUBRESOURCE", old)
+    set_image(cluster, BROKEN)
+    result = argo.abort(NS, NAME)
+    body = {"status": {"abort": True}}
+    assert [(p.subresource, p.body) for p in result.patches] == [("status", body), (None, body)]
+    assert (status(cluster)["abort"], status(cluster)["phase"]) == (True, "Degraded")
+    argo.retry(NS, NAME)
+    promoted = argo.promote(NS, NAME)  # status patch 404 -> one unified patch of the main resource
+    assert [p.subresource for p in promoted.patches] == ["status", None]
+    assert argo.status(NS, NAME).phase == "Degraded", "the failing analysis aborted it again"
+
+
 def test_parse_duration() -> None:
     assert [parse_duration(v) for v in (30, "30s", "5m", "1h", "7")] == [30, 30, 300, 3600, 7]
     with pytest.raises(ValueError):
