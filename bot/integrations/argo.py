@@ -203,8 +203,10 @@ def _canary_weight(obj: Mapping[str, Any]) -> int:
     weights = (status.get("canary") or {}).get("weights") or {}
     if weights:
         return _int((weights.get("canary") or {}).get("weight"))
-    if status.get("abort") or not status.get("currentPodHash") or status.get("currentPodHash") == status.get(
-        "stableRS"
+    if (
+        status.get("abort")
+        or not status.get("currentPodHash")
+        or status.get("currentPodHash") == status.get("stableRS")
     ):
         return 0
     weight = 0
