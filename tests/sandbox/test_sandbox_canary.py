@@ -3,6 +3,7 @@ vLLM servers' error ratio following the broken canary's weight, through httpx an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +73,21 @@ def test_canary_steps_need_a_rollout_and_a_sandbox() -> None:
         parse_scenario("name: x\nsteps: [{at: 0, canary: {image: a}}]")
     with pytest.raises(ConfigError, match="needs the sandbox"):
         ScenarioPlayer(load_scenario("canary-gone-bad"), [object(), object()])  # type: ignore[list-item]
+
+
+def test_sandbox_up_plays_canary_gone_bad_on_a_rollout(tmp_path: Path) -> None:
+    """`incident-bot sandbox up --scenario canary-gone-bad`: decode is a Rollout; the canary starts."""
+    from tests.sandbox.test_sandbox import _sandbox_up
+    from tests.support.fixtures import wait_until
+
+    proc, text = _sandbox_up(tmp_path, "--no-tls", "--scenario=canary-gone-bad")
+    try:
+        kubeconfig = re.search(r"^KUBECONFIG=(.+)$", text, re.M).group(1)  # type: ignore[union-attr]
+        argo = ArgoRollouts(KubeClient.from_kubeconfig(kubeconfig))
+        assert argo.status(NS, "vllm-decode").strategy == "canary"
+        # the scenario's step at 5 s rolls the broken canary in
+        wait_until(lambda: argo.status(NS, "vllm-decode").canary_weight == 20, timeout=30)
+        assert "kind: Rollout" in (tmp_path / "catalog.yaml").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(15)
