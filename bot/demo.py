@@ -12,7 +12,9 @@ What runs, all on loopback:
 
 Scenario: the decode pool saturates -> VLLMHighQueueDepth -> a P2 incident -> the high-latency runbook scales
 decode -> the queue drains -> resolved; then a bad rollout crash-loops decode -> VLLMServiceDown -> a P0
-incident that pages -> the service-down runbook rolls back -> healthy -> resolved in the bot and PagerDuty.
+incident that pages -> the service-down runbook rolls back -> healthy -> resolved in the bot and PagerDuty;
+then a canary of the Argo Rollout vllm-decode-canary takes 20 % of the traffic and fails it ->
+VLLMHighErrorRate -> the high-error-rate runbook aborts the Rollout -> stable -> errors stop -> resolved.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from bot.storage.incidents import IncidentStore
 
 NAMESPACE = "llm-d"
 BAD_IMAGE = "vllm/vllm-openai:v0.9.9-broken"
+CANARY = "vllm-decode-canary"
+CANARY_IMAGE = "vllm/vllm-openai:v0.9.9-canary"
 OFFERED_RPS = 30.0  # one decode replica serves ~20 req/s in the emulator: a queue builds
 
 
@@ -135,6 +139,7 @@ class AlertRule:
     summary: str
     fingerprint: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     since: datetime | None = None
+    deployment: str = "vllm-decode"
 
 
 class AlertEvaluator:
@@ -147,6 +152,10 @@ class AlertEvaluator:
         self.endpoints = endpoints
         self.queue = AlertRule("VLLMHighQueueDepth", "warning", "decode queue depth above 10")
         self.down = AlertRule("VLLMServiceDown", "critical", "no healthy vLLM server behind the service")
+        self.errors = AlertRule(
+            "VLLMHighErrorRate", "critical", "more than 5% of inference requests failing", deployment=CANARY
+        )
+        self._gateway: list[tuple[float, float, float]] = []  # (time, requests, errors)
 
     def measure(self) -> tuple[float, int]:
         """(requests waiting across servers, healthy servers), read through the bot's vLLM adapter."""
@@ -160,7 +169,25 @@ class AlertEvaluator:
         waiting, healthy = self.measure()
         self._transition(self.queue, waiting > 10 and healthy > 0)
         self._transition(self.down, healthy == 0)
+        ratio = self.error_ratio()
+        self._transition(self.errors, ratio is not None and ratio > 0.05)
         return waiting, healthy
+
+    def error_ratio(self, window_s: float = 3.0) -> float | None:
+        """The gateway error ratio over the last seconds (the rule's rate(errors) / rate(requests))."""
+        requests = errors = 0.0
+        for url in self.endpoints:
+            text = httpx.get(f"{url}/metrics", timeout=5).text
+            for line in text.splitlines():
+                if line.startswith("inference_objective_request_total"):
+                    requests += float(line.rsplit(" ", 1)[1])
+                elif line.startswith("inference_objective_request_error_total"):
+                    errors += float(line.rsplit(" ", 1)[1])
+        now = time.monotonic()
+        self._gateway = [s for s in self._gateway if s[0] >= now - window_s] + [(now, requests, errors)]
+        first = self._gateway[0]
+        served = requests - first[1]
+        return (errors - first[2]) / served if served > 0 else None
 
     def _transition(self, rule: AlertRule, firing: bool) -> None:
         if firing and rule.since is None:
@@ -177,7 +204,7 @@ class AlertEvaluator:
             "alertname": rule.name,
             "severity": rule.severity,
             "namespace": NAMESPACE,
-            "deployment": "vllm-decode",
+            "deployment": rule.deployment,
         }
         body = {
             "version": "4",
@@ -253,17 +280,23 @@ def _play(settings: Settings, redis_url: str, progress: Progress) -> int:
         stage = _Stage(progress, sandbox, store, evaluator, pd)
         first = _act_saturation(stage)
         second = _act_bad_rollout(stage)
+        # the worker posts each incident's timeline to its Slack thread; let it catch up first, so the
+        # canary act's runbook steps do not queue behind a backlog of thread replies
+        progress.wait("Slack to catch up", _SlackSettled(slack), timeout=120)
+        third = _act_canary(stage)
         progress.wait(
-            "the runbooks to finish", lambda: _runbooks_done(store, [first.id, second.id]), timeout=60
+            "the runbooks to finish",
+            lambda: _runbooks_done(store, [first.id, second.id, third.id]),
+            timeout=60,
         )
         time.sleep(2)  # let the last Slack updates land
 
         # --- what people saw ---------------------------------------------------------------------------
         _show_slack(slack)
         _show_pagerduty(pd)
-        for incident in (first, second):
+        for incident in (first, second, third):
             _show_timeline(store, incident.id)
-    print("\ndemo: done. Both incidents were handled end to end; exit 0.")
+    print("\ndemo: done. All three incidents were handled end to end; exit 0.")
     return 0
 
 
@@ -272,11 +305,14 @@ def _start_sandbox(stack: contextlib.ExitStack, workdir: Path, progress: Progres
     from bot.sandbox.sandbox import Sandbox, SandboxConfig
 
     sandbox = stack.enter_context(
-        Sandbox(SandboxConfig(decode_replicas=1, vllm_servers=2, offered_rps=0.0), workdir=workdir)
+        Sandbox(
+            SandboxConfig(decode_replicas=1, vllm_servers=2, offered_rps=0.0, canary_rollout=CANARY),
+            workdir=workdir,
+        )
     )
     progress.say(
         f"sandbox: Kubernetes API {sandbox.kube.url}, namespace {NAMESPACE} (vllm-decode x1, "
-        f"vllm-prefill x1), vLLM servers {', '.join(sandbox.vllm_endpoints)}"
+        f"vllm-prefill x1, Argo Rollout {CANARY} x1), vLLM servers {', '.join(sandbox.vllm_endpoints)}"
     )
     return sandbox
 
@@ -408,6 +444,48 @@ def _act_bad_rollout(stage: _Stage) -> Incident:
         progress.wait("PagerDuty to resolve", lambda: pd.events("resolve"))
         progress.say("PagerDuty alert resolved")
     return second
+
+
+def _act_canary(stage: _Stage) -> Incident:
+    """Act 3: a bad canary of an Argo Rollout fails 20 % of requests and is aborted; returns the incident."""
+    progress, sandbox, tick = stage.progress, stage.sandbox, stage.tick
+    print()
+    progress.say(f"ACT 3: a canary of the Argo Rollout {CANARY} to {CANARY_IMAGE} takes 20 % of the traffic")
+    sandbox.start_canary(CANARY_IMAGE)
+    progress.wait("requests to fail", lambda: tick() and (stage.evaluator.error_ratio() or 0) > 0.05)
+    progress.say(f"{sandbox.canary_error_ratio():.0%} of requests fail: VLLMHighErrorRate fires")
+    third: Incident = progress.wait("an incident", lambda: _incident(stage.store, "VLLMHighErrorRate"))
+    progress.say(f"{third.id} opened at {third.severity.value}: {third.severity_reason}")
+    progress.wait("the runbook to abort the canary", lambda: tick() and _aborted(sandbox), timeout=120)
+    progress.say(f"the high-error-rate runbook aborted {CANARY}: back to the stable ReplicaSet")
+    progress.wait(f"{third.id} to resolve", lambda: stage.resolved(third.id))
+    progress.say(f"errors stopped; {third.id} resolved")
+    return third
+
+
+class _SlackSettled:
+    """True once the emulator's thread replies stopped growing for `quiet_s` (the worker caught up)."""
+
+    def __init__(self, slack: Any, quiet_s: float = 3.0) -> None:
+        self.slack, self.quiet_s = slack, quiet_s
+        self.count, self.since = -1, time.monotonic()
+
+    def __call__(self) -> bool:
+        if self.slack is None:
+            return True
+        count = sum(
+            len(self.slack.thread(channel_id, root.ts))
+            for channel_id in self.slack.channels.values()
+            for root in self.slack.channel_messages(channel_id, top_level_only=True)
+        )
+        if count != self.count:
+            self.count, self.since = count, time.monotonic()
+        return time.monotonic() - self.since >= self.quiet_s
+
+
+def _aborted(sandbox: Any) -> bool:
+    status = sandbox.cluster.get("Rollout", NAMESPACE, CANARY).get("status") or {}
+    return bool(status.get("abort"))
 
 
 def _ready(base: str) -> bool:

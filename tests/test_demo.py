@@ -1,4 +1,4 @@
-"""`incident-bot demo` plays both incidents end to end through the real bot process and exits 0."""
+"""`incident-bot demo` plays its three incidents end to end through the real bot process and exits 0."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.conftest import REDIS_BASE
 pytestmark = pytest.mark.integration
 
 
-def test_demo_plays_both_incidents_end_to_end() -> None:
+def test_demo_plays_all_three_incidents_end_to_end() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PAGERDUTY_", "ALERTMANAGER_"))}
     # database 12: the test session's own worker consumes database 15's queues and must not take the demo's
     env["REDIS_URL"] = f"{REDIS_BASE}/12"
@@ -41,3 +41,9 @@ def test_demo_plays_both_incidents_end_to_end() -> None:
     assert "trigger     llmd-incident-bot/INC-0002" in out and "resolve     llmd-incident-bot/INC-0002" in out
     assert "change      k8s.rollout_undo on llm-d/vllm-decode" in out
     assert "runbook_finished       Runbook service-down succeeded" in out
+    # act 3: a bad canary of an Argo Rollout -> VLLMHighErrorRate -> the runbook aborts it -> resolved
+    assert "INC-0003 opened at" in out
+    assert "the high-error-rate runbook aborted vllm-decode-canary: back to the stable ReplicaSet" in out
+    assert "errors stopped; INC-0003 resolved" in out
+    assert "aborted Rollout llm-d/vllm-decode-canary at canary weight 20%" in out
+    assert "runbook_finished       Runbook high-error-rate succeeded" in out

@@ -195,9 +195,25 @@ def _strategy(obj: Mapping[str, Any]) -> str:
     return "blueGreen" if "blueGreen" in strategy else "canary"
 
 
-def _canary_weight(status: Mapping[str, Any]) -> int:
+def _canary_weight(obj: Mapping[str, Any]) -> int:
+    """``status.canary.weights.canary.weight`` (traffic routing); without a traffic router Argo writes no
+    weights, and the weight is the plugin's "SetWeight": the last ``setWeight`` step before
+    ``currentStepIndex`` while an update is in progress (0 once aborted or fully promoted)."""
+    status = obj.get("status") or {}
     weights = (status.get("canary") or {}).get("weights") or {}
-    return _int((weights.get("canary") or {}).get("weight"))
+    if weights:
+        return _int((weights.get("canary") or {}).get("weight"))
+    if (
+        status.get("abort")
+        or not status.get("currentPodHash")
+        or status.get("currentPodHash") == status.get("stableRS")
+    ):
+        return 0
+    weight = 0
+    for step in _steps(obj)[: _int(status.get("currentStepIndex"))]:
+        if isinstance(step, Mapping) and "setWeight" in step:
+            weight = _int(step["setWeight"])
+    return weight
 
 
 def summarize_analysis_run(obj: Mapping[str, Any]) -> AnalysisRunSummary:
@@ -251,7 +267,7 @@ def summarize_rollout(
         pause_reasons=tuple(str(p.get("reason", "")) for p in status.get("pauseConditions") or []),
         step_index=_int(index) if index is not None and steps else None,
         step_count=len(steps),
-        canary_weight=_canary_weight(status),
+        canary_weight=_canary_weight(obj),
         stable_hash=stable,
         canary_hash=canary,
         stable_images=images(stable),

@@ -40,7 +40,8 @@ from bot.integrations.slack import SlackWeb
 from bot.integrations.vllm import run_sync
 from bot.integrations.workloads import workload_for
 from bot.rollback.diff import Change, summary
-from bot.rollback.preview import Preview, Refused, age_text, build_preview, revision_label
+from bot.rollback.flow_argo import RolloutRollbacks, is_rollout
+from bot.rollback.preview import Preview, Refused, age_text, argo_lines, build_preview, revision_label
 from bot.rollback.state import Busy, InvalidMove, RollbackRequest, RollbackRequests, State
 from bot.settings import Settings
 from bot.severity import load_policy
@@ -105,7 +106,7 @@ class TargetGuards(Protocol):
         """Start the action's cooldown on the target."""
 
 
-class RollbackFlow:
+class RollbackFlow(RolloutRollbacks):
     """Requests, approvals, execution and outcome of ChatOps rollbacks."""
 
     def __init__(
@@ -162,9 +163,11 @@ class RollbackFlow:
         incident_id: str | None = None,
         dry_run: bool = False,
         post: bool = True,
-        kind: str = "Deployment",
+        kind: str | None = None,
     ) -> RollbackRequest:
-        """File a request and preview it (posted to Slack); refusals end the request with the reason."""
+        """File a request and preview it (posted to Slack); refusals end the request with the reason.
+
+        ``kind``: Deployment or Rollout; None previews the Deployment, else the Rollout of that name."""
         if incident_id:
             self.store.get(incident_id)  # IncidentNotFound: a readable PermanentError
         now = self.clock()
@@ -197,7 +200,11 @@ class RollbackFlow:
         if refusal is not None:
             return self._refuse(req, *refusal, post=post)
         try:
-            preview = build_preview(self.kube, namespace, deployment, to_revision, now=now, kind=req.kind)
+            preview = (
+                self.preview_any(namespace, deployment, to_revision, now=now, kind=kind)
+                if kind in (None, "Rollout")
+                else build_preview(self.kube, namespace, deployment, to_revision, now=now, kind=req.kind)
+            )
         except Refused as exc:
             return self._refuse(req, exc.code, str(exc), post=post)
         return self._previewed(req, preview, now, post=post)
@@ -406,11 +413,20 @@ class RollbackFlow:
     def _execute_locked(self, req: RollbackRequest) -> RollbackRequest:
         workload = self._workload(req)
         try:
-            if req.state is State.APPROVED:
-                if not self.controls.automation_enabled():
-                    return self._refuse(
-                        req, "kill_switch", "the automation kill switch was turned on", post=True
-                    )
+            if req.state is State.APPROVED and not self.controls.automation_enabled():
+                return self._refuse(req, "kill_switch", "the automation kill switch was turned on", post=True)
+            if is_rollout(req):
+                refused, note = (
+                    self._execute_rollout(req)
+                    if req.state is State.APPROVED
+                    else (None, self._recover_rollout(req))
+                )
+                if refused is not None:
+                    return refused
+                req = self.requests.get(req.id)
+                if note.startswith("unknown"):
+                    return self._end(req, State.FAILED, note, {"ok": False, "checks": []})
+            elif req.state is State.APPROVED:
                 dep = workload.get(req.namespace, req.deployment)
                 if dep.paused:
                     return self._refuse(
@@ -521,16 +537,10 @@ class RollbackFlow:
         def check(name: str, ok: bool | None, detail: str) -> None:
             checks.append({"name": name, "ok": ok, "detail": detail})
 
-        status = self._wait_rollout(req)
-        check("rollout", status.complete, status.message)
-        pods = self._workload(req).pods(req.namespace, req.deployment)
-        ready = sum(1 for p in pods if p.ready)
-        bad = [f"{p.name} {p.status}" for p in pods if not p.ready][:5]
-        check(
-            "pods",
-            status.replicas > 0 and ready >= status.replicas and not bad,
-            f"{ready}/{status.replicas} pods ready" + (f"; not ready: {', '.join(bad)}" if bad else ""),
-        )
+        if is_rollout(req):
+            self._rollout_checks(req, check)
+        else:
+            self._workload_checks(req, check)
         endpoints = list(s.vllm_endpoints)
         if endpoints:
             deadline = self.clock() + timedelta(seconds=s.rollback_verify_timeout_seconds)
@@ -562,6 +572,19 @@ class RollbackFlow:
         ok = all(c["ok"] is not False for c in checks)
         failed = "; ".join(f"{c['name']}: {c['detail']}" for c in checks if c["ok"] is False)
         return {"ok": ok, "checks": checks, "failed": failed}
+
+    def _workload_checks(self, req: RollbackRequest, check: Callable[[str, bool | None, str], None]) -> None:
+        """The workload's rollout finished and its pods are ready (any kind but a Rollout)."""
+        status = self._wait_rollout(req)
+        check("rollout", status.complete, status.message)
+        pods = self._workload(req).pods(req.namespace, req.deployment)
+        ready = sum(1 for p in pods if p.ready)
+        bad = [f"{p.name} {p.status}" for p in pods if not p.ready][:5]
+        check(
+            "pods",
+            status.replicas > 0 and ready >= status.replicas and not bad,
+            f"{ready}/{status.replicas} pods ready" + (f"; not ready: {', '.join(bad)}" if bad else ""),
+        )
 
     def _prometheus_check(self, query: str) -> tuple[bool, str]:
         s = self.settings
@@ -763,6 +786,7 @@ def request_context(req: RollbackRequest, now: datetime) -> dict[str, Any]:
         "approved_by": actor_mention(req.approved_by) if req.approved_by else None,
         "reason": escape(req.reason, 1000),
         "has_preview": bool(p),
+        "argo": [escape(line.strip(), 400) for line in argo_lines(p["argo"])] if p.get("argo") else [],
         "current": _revision(p.get("current") or {}, "", req.kind),
         "target_rev": _revision(p.get("target") or {}, str(p.get("source") or ""), req.kind),
         "kind": escape(str(p.get("kind") or req.kind), 40),

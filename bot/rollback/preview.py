@@ -74,6 +74,8 @@ class Preview:
     source: str = ""
     """Where the target template comes from when it is not a revision the cluster keeps (a Helm release)."""
     helm: dict[str, Any] | None = None
+    argo: dict[str, Any] | None = None
+    """For a Rollout (bot.rollback.preview_argo): abort or undo, weight, stable/canary images, analysis."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, stored with the request."""
@@ -101,6 +103,7 @@ class Preview:
             "kind": self.kind,
             "source": self.source,
             "helm": self.helm,
+            **({"argo": self.argo} if self.argo is not None else {}),
         }
 
 
@@ -289,17 +292,37 @@ def revision_label(view: Mapping[str, Any], source: str = "", kind: str = "Deplo
     return f"{word} {view.get('revision')}"
 
 
+def argo_lines(argo: dict[str, Any]) -> list[str]:
+    """What a Rollout's preview adds: the action and its meaning, the canary, the failed analysis."""
+    lines = [f"  action:  {argo['action_text']}"]
+    if argo.get("canary_images"):
+        lines.append(
+            f"  canary:  {', '.join(argo['canary_images'])} at {argo['canary_weight']}% "
+            f"({argo['phase']}, step {argo['step']})"
+        )
+    lines.append(f"  stable:  {', '.join(argo['stable_images']) or 'unknown'}")
+    if argo.get("failed_analysis"):
+        lines.append(
+            f"  analysis {argo['failed_analysis']} failed: {argo.get('failed_analysis_message') or ''}"
+        )
+    return lines
+
+
 def preview_lines(p: dict[str, Any]) -> list[str]:
     """The stored preview as plain text lines (the CLI prints these)."""
     cur, tgt = p["current"], p["target"]
     kind = p.get("kind") or "Deployment"
-    what = (
-        f"{p['namespace']}/{p['deployment']}"
-        if kind == "Deployment"
-        else f"{kind} {p['namespace']}/{p['deployment']}"
-    )
+    argo = p.get("argo")
+    if argo:
+        action = "Abort" if argo["action"] == "abort" else "Rollback"
+        what = f"{action} of Rollout {p['namespace']}/{p['deployment']}"
+    elif kind == "Deployment":
+        what = f"Rollback of {p['namespace']}/{p['deployment']}"
+    else:
+        what = f"Rollback of {kind} {p['namespace']}/{p['deployment']}"
     lines = [
-        f"Rollback of {what}",
+        what,
+        *(argo_lines(argo) if argo else []),
         f"  current: {revision_label(cur, '', kind)} ({age_text(cur['age_s'])}): {', '.join(cur['images'])}",
         f"  target:  {revision_label(tgt, p.get('source', ''), kind)} ({age_text(tgt['age_s'])}): "
         f"{', '.join(tgt['images'])}",

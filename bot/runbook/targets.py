@@ -70,6 +70,7 @@ class TargetResolver:
         res = Resolution(dict(labels))
         if labels.get("namespace") and labels.get("deployment"):
             res.source = "alert labels"
+            self._catalog_kind(res)
             return res
         entry = self.catalog.match(labels)
         if entry is None:
@@ -83,6 +84,20 @@ class TargetResolver:
             return res
         self._discover(res)
         return res
+
+    def _catalog_kind(self, res: Resolution) -> None:
+        """The alert names its workload but not the kind: the catalog's kind for that same workload."""
+        if res.labels.get("workload_kind"):
+            return
+        entry = self.catalog.match(res.labels)
+        found = entry.target_labels() if entry is not None else {}
+        same = (found.get("namespace"), found.get("deployment")) == (
+            res.labels["namespace"],
+            res.labels["deployment"],
+        )
+        if same and found.get("workload_kind"):
+            self._add(res, {"workload_kind": found["workload_kind"]})
+            res.source += f" + kind from catalog entry {entry.name!r}" if entry else ""
 
     def _add(self, res: Resolution, found: Mapping[str, str]) -> None:
         for key, value in found.items():

@@ -55,6 +55,7 @@ def run_sandbox_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
+    scenario = load_scenario(args.scenario) if args.scenario else None
     config = SandboxConfig(
         namespace=args.namespace,
         decode_replicas=args.decode,
@@ -62,6 +63,7 @@ def run_sandbox_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         vllm_servers=args.servers,
         tls=args.tls,
         offered_rps=args.offered_rps,
+        decode_kind=scenario.decode_kind if scenario else "Deployment",
     )
     stop = threading.Event()
     with Sandbox(config, workdir=args.workdir) as sandbox:
@@ -77,9 +79,8 @@ def run_sandbox_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         for key, value in env.items():
             print(f"{key}={value}", file=out)
         out.flush()
-        if args.scenario:
-            scenario = load_scenario(args.scenario)
-            player = ScenarioPlayer(scenario, list(sandbox.vllm or []))
+        if scenario is not None:
+            player = ScenarioPlayer(scenario, list(sandbox.vllm or []), sandbox=sandbox)
             threading.Thread(target=player.play, kwargs={"stop": stop}, daemon=True).start()
             print(f"sandbox: playing scenario {scenario.name}: {scenario.description}", file=out)
         try:

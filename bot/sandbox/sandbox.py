@@ -4,6 +4,12 @@ The vLLM servers stand for the decode pool's endpoints. Their queueing model see
 ready replica count, so scaling ``vllm-decode`` in the emulated cluster shortens their queues, and a pool
 with no ready pod (a crash-looping rollout) makes them answer /health with 503. Endpoints are a static list
 (VLLM_ENDPOINTS): emulated pod IPs are not routable on this machine.
+
+With ``decode_kind="Rollout"`` the decode tier is an Argo Rollout (canary: 20 %, an indefinite pause, an
+analysis, 50 %, a pause) run by the emulated Rollout controller (:mod:`bot.sandbox.argo`) and the catalog
+says so. :meth:`Sandbox.start_canary` rolls a new image into it; while a broken image serves its canary
+weight, that share of the vLLM servers' requests fails (``error_ratio``), as a real canary taking that share
+of the traffic would, and it falls back to 0 once the canary has no weight (abort, undo).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.sandbox.cluster import Cluster
+from bot.sandbox.argo import RolloutController, canary_rollout
+from bot.sandbox.cluster import Cluster, _pod_ready, vllm_deployment
 from bot.sandbox.helm_seed import mark_managed, seed_release_history
 from bot.sandbox.kube_emulator import KubeEmulator
 from bot.sandbox.vllm_emulator import EmulatorConfig, EmulatorFleet, start_emulators
@@ -42,6 +49,20 @@ class SandboxConfig:
     lws_groups: int = 0
     """> 0: also run a multi-node decode LeaderWorkerSet ``vllm-multinode`` with this many groups."""
     lws_size: int = 2
+    decode_kind: str = "Deployment"
+    """Deployment, or Rollout (an Argo canary Rollout named vllm-decode)."""
+    canary_rollout: str | None = None
+    """With the decode Deployment: an Argo canary Rollout of this name beside it (its own pods and labels,
+    role decode) that :meth:`Sandbox.start_canary` rolls; the demo's canary act uses it."""
+
+
+CANARY_STEPS: tuple[dict[str, Any], ...] = (
+    {"setWeight": 20},
+    {"pause": {}},
+    {"analysis": {"templates": [{"templateName": "error-rate"}]}},
+    {"setWeight": 50},
+    {"pause": {"duration": "2m"}},
+)
 
 
 class Sandbox:
@@ -57,6 +78,9 @@ class Sandbox:
         self.vllm: EmulatorFleet | None = None
         self.kubeconfig: Path | None = None
         self.catalog: Path | None = None
+        self.argo: RolloutController | None = None
+        self.rollout_name = "vllm-decode"
+        self.bad_images: set[str] = set()
 
     @property
     def cluster(self) -> Cluster:
@@ -64,8 +88,65 @@ class Sandbox:
         return self.kube.cluster
 
     def decode_ready(self) -> int:
-        """Ready replicas of the decode Deployment."""
-        return self.cluster.ready_replicas(self.config.namespace, "vllm-decode")
+        """Ready replicas of the decode Deployment (or Rollout)."""
+        if self.config.decode_kind != "Rollout":
+            return self.cluster.ready_replicas(self.config.namespace, "vllm-decode")
+        return sum(1 for pod in self._rollout_pods() if _pod_ready(pod))
+
+    def _rollout_pods(self) -> list[dict[str, Any]]:
+        with self.cluster.lock:
+            pods = self.cluster.pods(self.config.namespace, f"app.kubernetes.io/name={self.rollout_name}")
+            return [p for p in pods if "rollouts-pod-template-hash" in (p["metadata"].get("labels") or {})]
+
+    def _seed_rollout(self, name: str | None = None) -> None:
+        """Replace the decode Deployment by an Argo canary Rollout of the same pods (or add Rollout name)."""
+        c, ns, cfg = self.cluster, self.config.namespace, self.config
+        self.argo = RolloutController(c)
+        if name is None:
+            template = c.get("Deployment", ns, "vllm-decode")["spec"]["template"]
+            c.delete_deployment(ns, "vllm-decode")
+        else:
+            self.rollout_name = name
+            dep = vllm_deployment(name, image=cfg.image, replicas=cfg.decode_replicas, model=cfg.model)
+            template = dep["spec"]["template"]
+        template["metadata"].pop("creationTimestamp", None)
+        body = canary_rollout(
+            self.rollout_name,
+            template,
+            replicas=cfg.decode_replicas,
+            steps=[dict(s) for s in CANARY_STEPS],
+            traffic_routing=True,
+        )
+        c.create_object("Rollout", body, ns, field_manager="sandbox-seed")
+
+    def start_canary(self, image: str, *, broken: bool = True) -> None:
+        """Roll ``image`` into the decode Rollout (its analysis fails and it serves errors when broken)."""
+        if self.argo is None:
+            raise RuntimeError("start_canary needs SandboxConfig(decode_kind='Rollout')")
+        if broken:
+            self.bad_images.add(image)
+            self.argo.bad_images.add(image)
+        self.cluster.patch_object(
+            "Rollout",
+            self.config.namespace,
+            self.rollout_name,
+            "application/json-patch+json",
+            [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": image}],
+        )
+
+    def canary_error_ratio(self) -> float:
+        """The share of requests a broken canary fails: its traffic weight while it runs a bad image."""
+        if self.argo is None:
+            return 0.0
+        try:
+            ro = self.cluster.get("Rollout", self.config.namespace, self.rollout_name)
+        except Exception:
+            return 0.0
+        containers = ro["spec"]["template"]["spec"].get("containers") or []
+        if not any(c.get("image") in self.bad_images for c in containers):
+            return 0.0
+        weights = ((ro.get("status") or {}).get("canary") or {}).get("weights") or {}
+        return float((weights.get("canary") or {}).get("weight") or 0) / 100.0
 
     def start(self) -> Sandbox:
         """Start the API emulator, seed the llm-d namespace, start the vLLM servers."""
@@ -88,6 +169,10 @@ class Sandbox:
                 c.namespace,
                 field_manager="sandbox-seed",
             )
+        if c.decode_kind == "Rollout":
+            self._seed_rollout()
+        elif c.canary_rollout:
+            self._seed_rollout(c.canary_rollout)
         if c.helm_release:
             self.seed_helm(c.helm_release)
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig", namespace=c.namespace)
@@ -140,7 +225,7 @@ class Sandbox:
             "  - name: llm-d-sandbox\n"
             "    match: {service: llm-d, team: sre}\n"
             f"    namespace: {c.namespace}\n"
-            "    decode: {name: vllm-decode, kind: Deployment}\n"
+            f"    decode: {{name: vllm-decode, kind: {c.decode_kind}}}\n"
             "    prefill: {name: vllm-prefill, kind: Deployment}\n"
             "    inference_pool: llm-d-pool\n"
             f"    model: {json.dumps(c.model)}\n",
@@ -149,15 +234,18 @@ class Sandbox:
         return path
 
     def _on_change(self, kind: str, event: str, obj: Any) -> None:
-        if kind == "Pod":
+        if kind in ("Pod", "Rollout"):
             self._sync_health()
 
     def _sync_health(self) -> None:
         if self.vllm is not None:
             dead = self.decode_ready() == 0
+            ratio = self.canary_error_ratio()
             for server in self.vllm:
                 if server.controls.engine_dead != dead:
                     server.set(engine_dead=dead)
+                if server.controls.error_ratio != ratio:
+                    server.set(error_ratio=ratio)
 
     @property
     def vllm_endpoints(self) -> list[str]:

@@ -21,9 +21,13 @@ Format (all times in seconds from the scenario start)::
         traffic: {rps: 5, duration_s: 10}   # real completions from the bounded generator
       - at: 30
         replicas: 4              # ready decode replicas, only when no Kubernetes emulator supplies it
+      - at: 35
+        canary: {image: vllm/vllm-openai:v0.9.9-canary, broken: true}
+                                 # roll an image into the decode Rollout (needs `decode_kind: Rollout`
+                                 # and a Sandbox given to the player)
 
 Controls: offered_rps, engine_dead, slow_s, legacy_metric_names, kv_cache_usage_min,
-preemptions_per_s, prefix_cache_hit_ratio, extra_ttft_s (see ``bot.sandbox.vllm_emulator``).
+preemptions_per_s, prefix_cache_hit_ratio, extra_ttft_s, error_ratio (see ``bot.sandbox.vllm_emulator``).
 """
 
 from __future__ import annotations
@@ -62,6 +66,15 @@ class TrafficSpec(BaseModel):
         return TrafficPlan(model=model, **self.model_dump())
 
 
+class CanarySpec(BaseModel):
+    """A new image for the decode Rollout; ``broken`` makes its analysis fail and its traffic share error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field(min_length=1, max_length=512)
+    broken: bool = True
+
+
 class Step(BaseModel):
     """One timed change to some or all pods."""
 
@@ -73,6 +86,7 @@ class Step(BaseModel):
     action: Literal["stop", "start", "restart"] | None = None
     traffic: TrafficSpec | None = None
     replicas: int | None = Field(None, ge=0, le=1000)
+    canary: CanarySpec | None = None
     note: str = ""
 
     @field_validator("set")
@@ -89,8 +103,8 @@ class Step(BaseModel):
 
     @model_validator(mode="after")
     def _does_something(self) -> Step:
-        if not (self.set or self.action or self.traffic or self.replicas is not None):
-            raise ValueError("a step needs at least one of set, action, traffic, replicas")
+        if not (self.set or self.action or self.traffic or self.replicas is not None or self.canary):
+            raise ValueError("a step needs at least one of set, action, traffic, replicas, canary")
         return self
 
 
@@ -104,6 +118,8 @@ class Scenario(BaseModel):
     pods: int = Field(2, ge=1, le=64)
     model: str = "meta-llama/Llama-3.1-8B-Instruct"
     duration_s: float | None = Field(None, gt=0, le=3600)
+    decode_kind: Literal["Deployment", "Rollout"] = "Deployment"
+    """The sandbox's decode workload kind the scenario needs (``canary`` steps need a Rollout)."""
     steps: list[Step] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -116,6 +132,8 @@ class Scenario(BaseModel):
             raise ValueError("steps must be in time order (non-decreasing `at`)")
         if self.duration_s is not None and ats[-1] > self.duration_s:
             raise ValueError("a step comes after duration_s")
+        if self.decode_kind != "Rollout" and any(s.canary for s in self.steps):
+            raise ValueError("canary steps need decode_kind: Rollout")
         return self
 
     @property
@@ -167,6 +185,7 @@ class ScenarioPlayer:
         emulators: Sequence[VLLMEmulator] | Any,
         *,
         api_key: str | None = None,
+        sandbox: Any | None = None,
     ) -> None:
         pods = list(emulators)
         if len(pods) < scenario.pods:
@@ -174,6 +193,9 @@ class ScenarioPlayer:
         self.scenario = scenario
         self.pods: list[VLLMEmulator] = pods
         self.api_key = api_key
+        self.sandbox = sandbox
+        if any(s.canary for s in scenario.steps) and sandbox is None:
+            raise ConfigError(f"scenario {scenario.name!r} rolls a canary: it needs the sandbox")
         self.applied: list[Step] = []
         self.traffic: list[BackgroundTraffic] = []
         self._next = 0
@@ -200,6 +222,8 @@ class ScenarioPlayer:
                 pod.start()
             elif step.action == "restart":
                 pod.restart()
+        if step.canary is not None and self.sandbox is not None:
+            self.sandbox.start_canary(step.canary.image, broken=step.canary.broken)
         if step.traffic is not None:
             urls = [pod.url for pod in targets if pod.running]
             if urls:

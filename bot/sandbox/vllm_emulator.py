@@ -24,7 +24,10 @@ advance with the clock for the synthetic load served, and with every real reques
 Faults are switched with ``set()``: ``engine_dead`` (503 on /health, 500 on /v1), ``slow_s`` (every
 response delayed), ``legacy_metric_names`` (``vllm:gpu_cache_usage_perc`` and
 ``vllm:time_per_output_token_seconds`` instead of the 0.33 names), ``kv_cache_usage_min`` and
-``preemptions_per_s`` (GPU memory pressure); ``stop()`` makes the port refuse connections.
+``preemptions_per_s`` (GPU memory pressure), ``error_ratio`` (that share of requests fails with a 500: a
+bad canary at its traffic weight); ``stop()`` makes the port refuse connections. The gateway counters
+``inference_objective_request_total`` / ``inference_objective_request_error_total`` (what llm-d's EPP
+exports, and the shipped error-rate rules read) count this endpoint's synthetic and real requests.
 """
 
 from __future__ import annotations
@@ -126,6 +129,8 @@ class EmulatorControls:
     preemptions_per_s: float = 0.0
     prefix_cache_hit_ratio: float = 0.3
     extra_ttft_s: float = 0.0
+    error_ratio: float = 0.0
+    """Share of requests that fail (HTTP 500, counted by the gateway metrics), e.g. a bad canary's weight."""
 
     def validate(self) -> None:
         """Raise ValueError when a knob is out of range."""
@@ -133,7 +138,7 @@ class EmulatorControls:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        for name in ("kv_cache_usage_min", "prefix_cache_hit_ratio"):
+        for name in ("kv_cache_usage_min", "prefix_cache_hit_ratio", "error_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be within [0, 1]")
 
@@ -236,6 +241,9 @@ class _Stats:
         self.queue = _Histogram(REQUEST_LATENCY_BUCKETS)
         self.itl = _Histogram(TOKEN_LATENCY_BUCKETS)
         self.pending = 0.0
+        self.gateway_requests = 0.0
+        self.gateway_errors = 0.0
+        self.error_debt = 0.0
 
 
 class VLLMEmulator:
@@ -426,6 +434,8 @@ class VLLMEmulator:
         stats.pending += min(synthetic, state.capacity_rps) * dt
         served = int(stats.pending)
         stats.pending -= served
+        stats.gateway_requests += served
+        stats.gateway_errors += served * controls.error_ratio
         stats.success += served
         stats.prompt_tokens += served * cfg.prompt_tokens
         stats.generation_tokens += served * cfg.output_tokens
@@ -487,12 +497,30 @@ class VLLMEmulator:
         for reason in ("stop", "length", "abort"):
             success.add_metric([*labels, reason], float(stats.success) if reason == "length" else 0.0)
         out.append(success)
+        out.extend(self._gateway_families(stats))
         for name, doc, hist in histograms:
             family = HistogramMetricFamily(name, doc, labels=names)
             buckets, total = hist.exposition()
             family.add_metric(labels, buckets, total)
             out.append(family)
         return out
+
+    def _gateway_families(self, stats: _Stats) -> list[Metric]:
+        """The gateway's (GAIE EPP) request and error counters for this endpoint: the sandbox has no EPP."""
+        labels = [self.config.name, self.config.name]
+        total = CounterMetricFamily(
+            "inference_objective_request",
+            "Counter of inference objective requests broken out for each model and target model.",
+            labels=["model_name", "target_model_name"],
+        )
+        total.add_metric(labels, float(math.floor(stats.gateway_requests)))
+        errors = CounterMetricFamily(
+            "inference_objective_request_error",
+            "Counter of inference objective requests errors broken out for each model and target model.",
+            labels=["model_name", "target_model_name", "error_code"],
+        )
+        errors.add_metric([*labels, "Internal"], float(math.floor(stats.gateway_errors)))
+        return [total, errors]
 
     def metrics_text(self) -> str:
         """The ``/metrics`` page as the server would send it."""
@@ -567,6 +595,8 @@ class VLLMEmulator:
             return _error(400, "BadRequestError", "max_tokens must be a positive integer")
         if self.controls.engine_dead:
             return _error(500, "InternalServerError", "EngineCore encountered an issue. See stack trace.")
+        if self._fails_now():
+            return _error(500, "InternalServerError", "EngineCore encountered an issue. See stack trace.")
         with self._lock:
             self._advance()
             now = self._clock()
@@ -618,6 +648,18 @@ class VLLMEmulator:
                 "usage": usage,
             }
         )
+
+    def _fails_now(self) -> bool:
+        """Count a real request at the gateway; whether it is one of the ``error_ratio`` share that fails."""
+        with self._lock:
+            stats, ratio = self._stats, self._controls.error_ratio
+            stats.gateway_requests += 1
+            stats.error_debt += ratio
+            if stats.error_debt >= 1.0:
+                stats.error_debt -= 1.0
+                stats.gateway_errors += 1
+                return True
+            return False
 
     async def _stream(
         self, request_id: str, chat: bool, tokens: list[str], ttft_delay: float, queue_time: float

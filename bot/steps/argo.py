@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from bot.integrations.argo import RolloutState
+from bot.integrations.kube import KubeNotFound
 from bot.plan.steptypes import (
     Recovery,
     StepContext,
@@ -39,8 +40,9 @@ class StatusParams(StepParams):
 
     namespace: str = Field(min_length=1, max_length=63)
     name: str = Field(min_length=1, max_length=253)
-    kind: str = "Rollout"
-    """The workload's kind (a runbook passes ``workload_kind``); anything but Rollout is reported as such."""
+    kind: str | None = "Rollout"
+    """The workload's kind (a runbook passes ``workload_kind``); anything but Rollout is reported as such;
+    ``None`` (the kind is unknown) looks the Rollout up and answers ``is_rollout: false`` on a 404."""
 
 
 def _summary(s: RolloutState) -> str:
@@ -60,18 +62,28 @@ def _summary(s: RolloutState) -> str:
     return text
 
 
+def _not_a_rollout(params: StatusParams, kind: str | None) -> StepResult:
+    what = f"a {kind}" if kind else "not found as a Rollout (kind unknown)"
+    return StepResult.ok(
+        f"{params.namespace}/{params.name} is {what}, not an Argo Rollout",
+        is_rollout=False,
+        canary_in_progress=False,
+        aborted=False,
+        kind=kind,
+    )
+
+
 @step("argo.status", mutating=False, description="Argo Rollout phase, step, canary weight, analysis runs")
 def status(ctx: StepContext, params: StatusParams) -> StepResult:
     """The Rollout's state; for another kind an OK result with ``is_rollout: false`` (no API call)."""
-    if params.kind != "Rollout":
-        return StepResult.ok(
-            f"{params.namespace}/{params.name} is a {params.kind}, not an Argo Rollout",
-            is_rollout=False,
-            canary_in_progress=False,
-            aborted=False,
-            kind=params.kind,
-        )
-    state = ctx.kube.argo.status(params.namespace, params.name)
+    if params.kind not in ("Rollout", None):
+        return _not_a_rollout(params, params.kind)
+    try:
+        state = ctx.kube.argo.status(params.namespace, params.name)
+    except KubeNotFound:
+        if params.kind is None:
+            return _not_a_rollout(params, None)
+        raise
     return StepResult.ok(_summary(state), is_rollout=True, **state.as_output())
 
 

@@ -24,8 +24,8 @@ CASES: dict[str, tuple[str, dict[str, str], str, set[str], dict[str, str]]] = {
         "VLLMServiceDown",
         {"severity": "critical"},
         "P0",
-        {"rollback", "restart"},
-        {"rollback": "depends", "restart": "depends", "test_completion": "yes"},
+        {"abort_canary", "rollback", "restart"},
+        {"abort_canary": "depends", "rollback": "depends", "restart": "depends", "test_completion": "yes"},
     ),
     "gpu-exhaustion": ("GPUMemoryExhausted", {}, "P1", {"replace_oom"}, {"replace_oom": "depends"}),
     "kv-cache-exhaustion": ("VLLMKVCacheExhausted", {}, "P1", {"scale_out"}, {"scale_out": "depends"}),
@@ -34,8 +34,8 @@ CASES: dict[str, tuple[str, dict[str, str], str, set[str], dict[str, str]]] = {
         "VLLMHighErrorRate",
         {"severity": "critical"},
         "P1",
-        {"rollback"},
-        {"rollback": "depends"},
+        {"abort_canary", "rollback"},
+        {"abort_canary": "depends", "rollback": "depends"},
     ),
     "low-cache-hit": ("VLLMLowPrefixCacheHitRate", {}, "P3", set(), {"advice": "yes"}),
     "model-loading": ("VLLMModelLoading", {"model_name": "llama"}, "P3", set(), {"warmup": "yes"}),
@@ -85,7 +85,8 @@ def test_plan_text_and_no_match(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["runbook", "plan", "--alert", str(path)]) == 0
     text = capsys.readouterr().out
     assert "runbook service-down (severity P0)" in text
-    assert "rollback           k8s.rollout_undo     ACTS  if steps.history.count >= 2" in text
+    assert "abort_canary       argo.abort           ACTS  if steps.rollout_state.canary_in_progress" in text
+    assert "rollback           k8s.rollout_undo     ACTS  if not steps.rollout_state.is_rollout and" in text
     path.write_text(json.dumps({"labels": {"alertname": "SomethingElse"}}))
     assert main(["runbook", "plan", "--alert", str(path)]) == 0
     assert "no runbook matches" in capsys.readouterr().out

@@ -24,7 +24,7 @@ from bot.sandbox.vllm_emulator import EmulatorConfig, VLLMEmulator, start_emulat
 
 def test_shipped_scenarios_load() -> None:
     names = {load_scenario(path).name for path in shipped_scenarios()}
-    assert names == {"decode-pool-saturated", "bad-rollout", "gpu-oom"}
+    assert names == {"decode-pool-saturated", "bad-rollout", "gpu-oom", "canary-gone-bad"}
     assert load_scenario("gpu-oom").pods == 2  # a bare name finds a shipped file
 
 
