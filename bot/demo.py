@@ -454,7 +454,10 @@ def _act_canary(stage: _Stage) -> Incident:
     sandbox.start_canary(CANARY_IMAGE)
     progress.wait("requests to fail", lambda: tick() and (stage.evaluator.error_ratio() or 0) > 0.05)
     progress.say(f"{sandbox.canary_error_ratio():.0%} of requests fail: VLLMHighErrorRate fires")
-    third: Incident = progress.wait("an incident", lambda: _incident(stage.store, "VLLMHighErrorRate"))
+    # keep evaluating: the wait above read the ratio itself, so the rule may not have fired (and sent) yet
+    third: Incident = progress.wait(
+        "an incident", lambda: tick() and _incident(stage.store, "VLLMHighErrorRate")
+    )
     progress.say(f"{third.id} opened at {third.severity.value}: {third.severity_reason}")
     progress.wait("the runbook to abort the canary", lambda: tick() and _aborted(sandbox), timeout=120)
     progress.say(f"the high-error-rate runbook aborted {CANARY}: back to the stable ReplicaSet")
