@@ -140,6 +140,9 @@ def bot_env(group: SentinelGroup, sandbox: Sandbox, runbooks: Path) -> dict[str,
             "RUNBOOK_COOLDOWN_SECONDS": "0",
             "TIMER_TICK_SECONDS": "0.5",
             "TIMER_LEASE_SECONDS": "5",
+            # the smallest allowed: a message whose processing the dead master took with it (asynchronous
+            # replication) is still unacknowledged on the new one and comes back after this (+ the 10 s sweep)
+            "CELERY_VISIBILITY_TIMEOUT": "60",
         }
     )
 
@@ -313,13 +316,19 @@ def _assert_every_notification_once(store: IncidentStore, procs: list[Process]) 
     def recorded() -> list[object]:
         return [i for i in store.recent(limit=NOTIFICATIONS + 100) if i.group_key in wanted]
 
+    started = time.monotonic()
     try:
         incidents = wait_until(
-            lambda: found if len(found := recorded()) >= NOTIFICATIONS else None, timeout=120
+            lambda: found if len(found := recorded()) >= NOTIFICATIONS else None, timeout=150
         )
     except BaseException:
-        print(procs[1].text()[-6000:])
+        have = {i.group_key for i in recorded()}  # type: ignore[attr-defined]
+        unacked = store.redis_client.hlen("unacked")
+        print(f"missing {len(wanted - have)} incidents; {unacked} messages unacknowledged in the broker")
+        print(procs[1].text()[-3000:])
         raise
+    took = time.monotonic() - started
+    print(f"failover: all {NOTIFICATIONS} incidents recorded {took:.1f} s after the load ended")
     per_group = Counter(i.group_key for i in incidents)  # type: ignore[attr-defined, union-attr]
     assert set(per_group) == wanted and set(per_group.values()) == {1}
     kinds = {tuple(t.kind for t in store.timeline(i.id)) for i in incidents}  # type: ignore[attr-defined, union-attr]

@@ -65,6 +65,11 @@ class FailoverSentinelChannel(kombu_redis.SentinelChannel):
     messages when it connects."""
 
     QoS = FailoverQoS
+    # Sweep for messages whose visibility timeout passed every 10 s (kombu: every 100 s). After a failover the
+    # new master may hold a message whose work and ack the old master took with it (asynchronous
+    # replication keeps order: a lost write means a lost ack too); it is put back one visibility timeout
+    # after its delivery, plus at most this sweep.
+    unacked_restore_throttle = 1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # pings the master the sentinels name: we are connected here
