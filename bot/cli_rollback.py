@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.integrations.kube import KubeClient
-from bot.rollback.preview import Refused, build_preview, preview_lines
+from bot.rollback.preview import Refused, preview_lines
+from bot.rollback.preview_argo import preview_workload
 from bot.settings import Settings
 from bot.wiring import build_flow
 
@@ -49,7 +50,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings, *, kube: KubeClie
     kube = kube or KubeClient.from_settings(settings)
     if args.dry_run:
         try:
-            preview = build_preview(
+            preview = preview_workload(
                 kube, namespace, deployment, args.to_revision, now=datetime.now(UTC), kind=args.kind
             )
         except Refused as exc:

@@ -41,7 +41,8 @@ from bot.integrations.vllm import run_sync
 from bot.integrations.workloads import workload_for
 from bot.rollback.diff import Change, summary
 from bot.rollback.flow_argo import RolloutRollbacks, is_rollout
-from bot.rollback.preview import Preview, Refused, age_text, argo_lines, build_preview, revision_label
+from bot.rollback.preview import Preview, Refused, age_text, argo_lines, revision_label
+from bot.rollback.preview_argo import preview_workload
 from bot.rollback.state import Busy, InvalidMove, RollbackRequest, RollbackRequests, State
 from bot.settings import Settings
 from bot.severity import load_policy
@@ -200,11 +201,7 @@ class RollbackFlow(RolloutRollbacks):
         if refusal is not None:
             return self._refuse(req, *refusal, post=post)
         try:
-            preview = (
-                self.preview_any(namespace, deployment, to_revision, now=now, kind=kind)
-                if kind in (None, "Rollout")
-                else build_preview(self.kube, namespace, deployment, to_revision, now=now, kind=req.kind)
-            )
+            preview = preview_workload(self.kube, namespace, deployment, to_revision, now=now, kind=kind)
         except Refused as exc:
             return self._refuse(req, exc.code, str(exc), post=post)
         return self._previewed(req, preview, now, post=post)

@@ -21,8 +21,6 @@ from datetime import datetime
 
 from bot.integrations.argo import ArgoRollouts, RolloutState, RolloutWorkload
 from bot.integrations.kube import KubeClient, same_template
-from bot.rollback.preview import Preview, Refused, build_preview
-from bot.rollback.preview_argo import build_rollout_preview
 from bot.rollback.state import RollbackRequest, RollbackRequests, State
 from bot.settings import Settings
 
@@ -46,25 +44,6 @@ class RolloutRollbacks:
 
     def _refuse(self, req: RollbackRequest, code: str, reason: str, *, post: bool) -> RollbackRequest:
         raise NotImplementedError  # provided by RollbackFlow
-
-    def preview_any(
-        self, namespace: str, name: str, to_revision: int | None, *, now: datetime, kind: str | None
-    ) -> Preview:
-        """The Deployment's preview, or (kind Rollout, or no such Deployment) the Rollout's."""
-        if kind == "Rollout":
-            return build_rollout_preview(ArgoRollouts(self.kube), namespace, name, to_revision, now=now)
-        try:
-            return build_preview(self.kube, namespace, name, to_revision, now=now)
-        except Refused as refused:
-            if kind is not None or refused.code != "not_found":
-                raise
-            first = refused
-        try:
-            return build_rollout_preview(ArgoRollouts(self.kube), namespace, name, to_revision, now=now)
-        except Refused as again:
-            if again.code == "not_found":
-                raise first from None
-            raise
 
     def _execute_rollout(self, req: RollbackRequest) -> tuple[RollbackRequest | None, str]:
         """Send the approved abort/undo: (a refused request, "") or (None, the note)."""

@@ -18,9 +18,9 @@ from typing import Any
 
 from bot.errors import IncidentBotError
 from bot.integrations.argo import HASH_LABEL, ArgoRollouts, RolloutState
-from bot.integrations.kube import KubeNotFound, NamespaceNotAllowed, RevisionInfo, same_template
+from bot.integrations.kube import KubeClient, KubeNotFound, NamespaceNotAllowed, RevisionInfo, same_template
 from bot.rollback.diff import diff_templates
-from bot.rollback.preview import Preview, Refused, RevisionView
+from bot.rollback.preview import Preview, Refused, RevisionView, build_preview
 
 
 def _hash_of(info: RevisionInfo) -> str | None:
@@ -145,3 +145,27 @@ def build_rollout_preview(
         kind="Rollout",
         argo=summary,
     )
+
+
+def preview_workload(
+    kube: KubeClient, namespace: str, name: str, to_revision: int | None, *, now: datetime, kind: str | None
+) -> Preview:
+    """The rollback preview of any kind, the one the flow stores and the CLI's --dry-run prints: a Rollout's
+    own (abort or undo); another named kind's (bot.rollback.preview); no kind: the Deployment, or else the
+    Rollout of that name."""
+    if kind == "Rollout":
+        return build_rollout_preview(ArgoRollouts(kube), namespace, name, to_revision, now=now)
+    if kind is not None:
+        return build_preview(kube, namespace, name, to_revision, now=now, kind=kind)
+    try:
+        return build_preview(kube, namespace, name, to_revision, now=now)
+    except Refused as refused:
+        if refused.code != "not_found":
+            raise
+        first = refused
+    try:
+        return build_rollout_preview(ArgoRollouts(kube), namespace, name, to_revision, now=now)
+    except Refused as again:
+        if again.code == "not_found":
+            raise first from None
+        raise

@@ -4,18 +4,21 @@ nothing."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from bot.cli_rollback import cmd_rollback
 from bot.integrations.argo import ArgoRollouts
 from bot.integrations.kube import KubeClient
 from bot.rollback.preview import Refused, preview_lines
-from bot.rollback.preview_argo import build_rollout_preview
+from bot.rollback.preview_argo import build_rollout_preview, preview_workload
 from bot.sandbox.cluster import Cluster
 from bot.sandbox.kube_emulator import KubeEmulator
+from bot.settings import Settings
 from tests.integrations.test_argo import BROKEN, CANARY, NAME, NS, STABLE, new_cluster, set_image
 
 NOW = datetime(2026, 12, 4, 19, 0, tzinfo=UTC)
@@ -104,3 +107,27 @@ def test_refusals(
     with pytest.raises(Refused) as refused:
         build_rollout_preview(argo, NS, name, to_revision, now=NOW)
     assert refused.value.code == code, str(refused.value)
+
+
+def test_cli_dry_run_of_a_rollout_prints_the_preview_the_flow_would_post(
+    argo: ArgoRollouts, cluster: Cluster, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`incident-bot rollback --kind Rollout --dry-run` and the Slack flow share preview_workload: abort vs
+    undo, canary and stable images, not the generic template diff of other kinds."""
+    set_image(cluster, BROKEN)
+    argo.promote(NS, NAME)
+    argo.retry(NS, NAME)
+    before = cluster.get("Rollout", NS, NAME)
+    cli_args = argparse.Namespace(
+        target=f"{NS}/{NAME}", to_revision=None, incident=None, dry_run=True, json=False, kind="Rollout"
+    )
+    assert cmd_rollback(cli_args, settings, kube=argo.kube) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Abort of Rollout {NS}/{NAME}")
+    assert f"canary:  {BROKEN} at 20% (Paused, step 1/5)" in out
+    assert "(dry run: nothing was changed)" in out
+    assert cluster.get("Rollout", NS, NAME)["status"] == before["status"]
+    flow_preview = preview_workload(
+        argo.kube, NS, NAME, None, now=NOW, kind=None
+    )  # no Deployment: the Rollout
+    assert flow_preview.argo is not None and flow_preview.argo["action"] == "abort"
