@@ -280,9 +280,6 @@ def _play(settings: Settings, redis_url: str, progress: Progress) -> int:
         stage = _Stage(progress, sandbox, store, evaluator, pd)
         first = _act_saturation(stage)
         second = _act_bad_rollout(stage)
-        # the worker posts each incident's timeline to its Slack thread; let it catch up first, so the
-        # canary act's runbook steps do not queue behind a backlog of thread replies
-        progress.wait("Slack to catch up", _SlackSettled(slack), timeout=120)
         third = _act_canary(stage)
         progress.wait(
             "the runbooks to finish",
@@ -464,26 +461,6 @@ def _act_canary(stage: _Stage) -> Incident:
     progress.wait(f"{third.id} to resolve", lambda: stage.resolved(third.id))
     progress.say(f"errors stopped; {third.id} resolved")
     return third
-
-
-class _SlackSettled:
-    """True once the emulator's thread replies stopped growing for `quiet_s` (the worker caught up)."""
-
-    def __init__(self, slack: Any, quiet_s: float = 3.0) -> None:
-        self.slack, self.quiet_s = slack, quiet_s
-        self.count, self.since = -1, time.monotonic()
-
-    def __call__(self) -> bool:
-        if self.slack is None:
-            return True
-        count = sum(
-            len(self.slack.thread(channel_id, root.ts))
-            for channel_id in self.slack.channels.values()
-            for root in self.slack.channel_messages(channel_id, top_level_only=True)
-        )
-        if count != self.count:
-            self.count, self.since = count, time.monotonic()
-        return time.monotonic() - self.since >= self.quiet_s
 
 
 def _aborted(sandbox: Any) -> bool:
