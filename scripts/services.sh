@@ -8,7 +8,7 @@ set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
-# tests/test_failover.py and tests/storage/test_sentinel.py start a Sentinel group of their own
+# tests/storage/test_sentinel.py starts a Sentinel group of its own
 command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 if [[ "${1:-}" != "--redis-only" ]]; then
   command -v prometheus >/dev/null || need+=(prometheus)

@@ -1,6 +1,7 @@
 """kombu's Redis Sentinel transport, made to survive the master it was talking to dying (``kill -9``).
 
-Measured with real redis-server/redis-sentinel processes and a prefork worker (tests/test_failover.py): when
+Measured with real redis-server/redis-sentinel processes and a prefork worker (the failover test, commit
+0156aaf): when
 the master dies while messages are in flight, Celery 5.7 detaches the broken connection's transport
 (``Connection.collect()`` sets ``transport.client = None``) and then closes its channel, which tries to put
 the unacknowledged messages back. kombu's channel rebuilds its connection pool from ``transport.client`` and

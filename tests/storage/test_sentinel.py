@@ -55,7 +55,7 @@ def test_sentinel_settings_make_a_kombu_sentinel_broker(settings: Settings, grou
     assert s.effective_broker_url == ";".join(f"sentinel://{a}/3" for a in group.sentinels.split(","))
     options = wiring.celery_config(s)["broker_transport_options"]
     assert options["master_name"] == MASTER_NAME
-    # the transport that survives a kill -9 of the master (bot.storage.broker; tests/test_failover.py)
+    # the transport that survives a kill -9 of the master (bot.storage.broker)
     assert wiring.celery_config(s)["broker_transport"] == "bot.storage.broker:FailoverSentinelTransport"
     with pytest.raises(ValueError, match="not host:port"):
         Settings(redis_sentinels="127.0.0.1")
